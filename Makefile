@@ -1,0 +1,42 @@
+# authz: make build | test | bench | lint | demo
+GO      ?= go
+BIN     := bin/authz
+PKGS    := ./...
+
+.PHONY: all build test unit e2e bench bench-go bench-load lint demo deps clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/authz
+
+deps:
+	scripts/install-deps.sh
+
+# The whole suite: unit, integration (real redis-server) and end-to-end (real
+# nginx + authz + redis). Fuzz targets run their seed corpus.
+test: lint build
+	$(GO) test -race -count=1 -timeout 8m $(PKGS)
+
+unit:
+	$(GO) test -count=1 ./authz/ ./logout/
+
+bench: bench-go bench-load
+
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./authz/ | tee bin/bench-go.txt
+
+bench-load: build
+	scripts/loadtest.sh
+
+lint:
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+demo: build
+	scripts/install-deps.sh
+	scripts/demo.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,107 @@
+package authz
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// metrics are the Verifier's Prometheus series. Labels are closed sets
+// (outcome, reason, op): never a session or user id.
+type metrics struct {
+	requests    map[Reason]prometheus.Counter // pre-resolved: no label lookup per request
+	duration    map[string]prometheus.Observer
+	cacheHits   prometheus.Counter
+	cacheMisses prometheus.Counter
+	redisErrors *prometheus.CounterVec
+	touches     prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient) (*metrics, error) {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "authz_verify_requests_total",
+		Help: "Verify requests by outcome (allowed, unauthenticated, forbidden, unavailable, misconfigured) and reason.",
+	}, []string{"outcome", "reason"})
+	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "authz_verify_duration_seconds",
+		Help:    "Time to answer a verify request, by outcome.",
+		Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+	}, []string{"outcome"})
+	m := &metrics{
+		requests: make(map[Reason]prometheus.Counter),
+		duration: make(map[string]prometheus.Observer),
+		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "authz_cache_hits_total", Help: "Verify requests answered from the local cache.",
+		}),
+		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "authz_cache_misses_total", Help: "Verify requests that had to read Redis.",
+		}),
+		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authz_redis_errors_total", Help: "Failed Redis calls by operation (load, touch, ping).",
+		}, []string{"op"}),
+		touches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "authz_session_touches_total", Help: "Session TTLs extended by sliding expiry.",
+		}),
+	}
+	for _, r := range allReasons {
+		m.requests[r] = requests.WithLabelValues(r.Outcome(), string(r))
+		m.duration[r.Outcome()] = duration.WithLabelValues(r.Outcome())
+	}
+	for _, op := range []string{"load", "touch", "ping"} {
+		m.redisErrors.WithLabelValues(op)
+	}
+	cs := []prometheus.Collector{
+		requests, duration, m.cacheHits, m.cacheMisses, m.redisErrors, m.touches,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "authz_cache_entries", Help: "Entries in the local session cache, including negative ones.",
+		}, func() float64 { return float64(c.len()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "authz_cache_evictions_total", Help: "Cache entries evicted because the cache was full.",
+		}, func() float64 { return float64(c.evictions.Load()) }),
+		poolCollector{rdb},
+	}
+	for _, x := range cs {
+		if err := reg.Register(x); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) observe(r Reason, d time.Duration) {
+	m.requests[r].Inc()
+	m.duration[r.Outcome()].Observe(d.Seconds())
+}
+
+// poolCollector exports go-redis connection pool statistics.
+type poolCollector struct{ rdb redis.UniversalClient }
+
+var poolDescs = struct {
+	hits, misses, timeouts, total, idle, stale *prometheus.Desc
+}{
+	hits:     prometheus.NewDesc("authz_redis_pool_hits_total", "Times a free connection was found in the pool.", nil, nil),
+	misses:   prometheus.NewDesc("authz_redis_pool_misses_total", "Times no free connection was in the pool.", nil, nil),
+	timeouts: prometheus.NewDesc("authz_redis_pool_timeouts_total", "Times waiting for a pool connection timed out.", nil, nil),
+	total:    prometheus.NewDesc("authz_redis_pool_connections", "Connections in the pool.", nil, nil),
+	idle:     prometheus.NewDesc("authz_redis_pool_idle_connections", "Idle connections in the pool.", nil, nil),
+	stale:    prometheus.NewDesc("authz_redis_pool_stale_connections_total", "Stale connections removed from the pool.", nil, nil),
+}
+
+func (poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	d := poolDescs
+	for _, x := range []*prometheus.Desc{d.hits, d.misses, d.timeouts, d.total, d.idle, d.stale} {
+		ch <- x
+	}
+}
+
+func (p poolCollector) Collect(ch chan<- prometheus.Metric) {
+	s := p.rdb.PoolStats()
+	d := poolDescs
+	ch <- prometheus.MustNewConstMetric(d.hits, prometheus.CounterValue, float64(s.Hits))
+	ch <- prometheus.MustNewConstMetric(d.misses, prometheus.CounterValue, float64(s.Misses))
+	ch <- prometheus.MustNewConstMetric(d.timeouts, prometheus.CounterValue, float64(s.Timeouts))
+	ch <- prometheus.MustNewConstMetric(d.total, prometheus.GaugeValue, float64(s.TotalConns))
+	ch <- prometheus.MustNewConstMetric(d.idle, prometheus.GaugeValue, float64(s.IdleConns))
+	ch <- prometheus.MustNewConstMetric(d.stale, prometheus.CounterValue, float64(s.StaleConns))
+}

@@ -1,0 +1,425 @@
+package authz
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
+)
+
+// Config is everything a Verifier needs to know besides its Redis client.
+// The zero value of a field means its documented default.
+type Config struct {
+	// CookieName is the session cookie express-session sets (default "connect.sid").
+	CookieName string
+	// Secrets verify cookie signatures; the first is the one apps sign with,
+	// all of them verify, so a secret can be rotated. At least one is required.
+	Secrets []string
+	// KeyPrefix is connect-redis's prefix (default "sess:").
+	KeyPrefix string
+
+	// MaxCookieBytes caps the cookie value (default 4096).
+	MaxCookieBytes int
+	// MaxSessionBytes caps the stored session read from Redis (default 1 MiB).
+	MaxSessionBytes int
+
+	// UserPaths are tried in order for the identity (default passport.user,
+	// then user); an object found there gives its "id".
+	UserPaths [][]string
+	// RolesPaths are tried in order for the roles allow_roles checks
+	// (default passport.user.roles, then user.roles).
+	RolesPaths [][]string
+	// UserHeader carries the identity to Nginx (default "X-Auth-User").
+	UserHeader string
+	// Headers are extra identity headers read from the session.
+	Headers []HeaderMapping
+	// EnforceExpires rejects sessions whose cookie.expires has passed. Off by
+	// default: the Redis key's TTL is the truth, as for express-session.
+	EnforceExpires bool
+
+	// CacheSize bounds the cache in entries (default 100000).
+	CacheSize int
+	// CacheTTL is how long a loaded session is served from memory, never
+	// past the key's own expiry (default 5s).
+	CacheTTL time.Duration
+	// NegativeCacheTTL is how long "no such session" is remembered (default
+	// 1s; negative disables).
+	NegativeCacheTTL time.Duration
+	// RedisTimeout bounds each Redis call (default 250ms).
+	RedisTimeout time.Duration
+
+	// TouchInterval is how often, at most, an allowed session's TTL is
+	// extended (default 60s; negative disables sliding expiry).
+	TouchInterval time.Duration
+	// StoreTTL is connect-redis's ttl option, used to touch sessions whose
+	// cookie has no maxAge (default 86400s).
+	StoreTTL time.Duration
+
+	// LoginURL is where a 401 sends the browser (default "/login"); the
+	// original URI goes in RedirectParam (default "rd").
+	LoginURL      string
+	RedirectParam string
+
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	defInt := func(n *int, v int) {
+		if *n == 0 {
+			*n = v
+		}
+	}
+	defDur := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.CookieName, "connect.sid")
+	def(&c.KeyPrefix, "sess:")
+	def(&c.UserHeader, "X-Auth-User")
+	def(&c.LoginURL, "/login")
+	def(&c.RedirectParam, "rd")
+	defInt(&c.MaxCookieBytes, 4096)
+	defInt(&c.MaxSessionBytes, 1<<20)
+	defInt(&c.CacheSize, 100000)
+	defDur(&c.CacheTTL, 5*time.Second)
+	defDur(&c.NegativeCacheTTL, time.Second)
+	defDur(&c.RedisTimeout, 250*time.Millisecond)
+	defDur(&c.TouchInterval, 60*time.Second)
+	defDur(&c.StoreTTL, 86400*time.Second)
+	if c.UserPaths == nil {
+		c.UserPaths = [][]string{{"passport", "user"}, {"user"}}
+	}
+	if c.RolesPaths == nil {
+		c.RolesPaths = [][]string{{"passport", "user", "roles"}, {"user", "roles"}}
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+func (c *Config) validate() error {
+	if len(c.Secrets) == 0 {
+		return errors.New("no session secret: set at least one")
+	}
+	for i, s := range c.Secrets {
+		if s == "" {
+			return fmt.Errorf("session secret %d is empty", i+1)
+		}
+	}
+	if !validHeaderName(c.UserHeader) {
+		return fmt.Errorf("user header %q is not a valid header name", c.UserHeader)
+	}
+	if c.CookieName == "" || strings.ContainsAny(c.CookieName, "=; \t\r\n") {
+		return fmt.Errorf("cookie name %q is not a valid cookie name", c.CookieName)
+	}
+	if !strings.HasPrefix(c.LoginURL, "/") && !strings.HasPrefix(c.LoginURL, "https://") && !strings.HasPrefix(c.LoginURL, "http://") {
+		return fmt.Errorf("login URL %q: want a path or an absolute http(s) URL", c.LoginURL)
+	}
+	if c.CacheSize < 0 || c.MaxCookieBytes < 0 || c.MaxSessionBytes < 0 {
+		return errors.New("sizes must not be negative")
+	}
+	return nil
+}
+
+// Verifier answers Nginx auth_request subrequests: cookie, then cache or
+// Redis, then the location's rules. It is an http.Handler for /verify.
+type Verifier struct {
+	cfg     Config
+	codec   *cookieCodec
+	decoder decoder
+	store   store
+	cache   *cache
+	rules   ruleCache
+	flight  singleflight.Group
+	metrics *metrics
+	log     *slog.Logger
+	// touches bounds concurrent sliding-expiry writes; a touch that finds it
+	// full is skipped and retried on a later request.
+	touches chan struct{}
+}
+
+// New builds a Verifier reading sessions through rdb. Metrics go to reg.
+func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, log *slog.Logger) (*Verifier, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	v := &Verifier{
+		cfg:   cfg,
+		codec: newCookieCodec(cfg.CookieName, cfg.Secrets, cfg.MaxCookieBytes),
+		decoder: decoder{
+			userPaths:      cfg.UserPaths,
+			rolesPaths:     cfg.RolesPaths,
+			headers:        cfg.Headers,
+			enforceExpires: cfg.EnforceExpires,
+		},
+		store:   store{rdb: rdb, prefix: cfg.KeyPrefix, timeout: cfg.RedisTimeout, maxBytes: cfg.MaxSessionBytes},
+		cache:   newCache(cfg.CacheSize),
+		log:     log,
+		touches: make(chan struct{}, 64),
+	}
+	m, err := newMetrics(reg, v.cache, rdb)
+	if err != nil {
+		return nil, err
+	}
+	v.metrics = m
+	return v, nil
+}
+
+// ServeHTTP answers one auth subrequest. Every answer has an empty body so
+// Nginx can keep its connection to authz alive. Any method is accepted:
+// auth_request subrequests inherit the method of the request they guard.
+func (v *Verifier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := v.cfg.Now()
+	reason, sess := v.decide(r, start)
+	h := w.Header()
+	status := reason.Status()
+	switch status {
+	case http.StatusOK:
+		h[v.cfg.UserHeader] = sess.userValue
+		for _, x := range sess.Headers {
+			h[x.Name] = x.Value
+		}
+	case http.StatusUnauthorized:
+		h["X-Auth-Redirect"] = []string{v.loginRedirect(r)}
+	case http.StatusServiceUnavailable:
+		h["Retry-After"] = retryAfter
+	}
+	h["Cache-Control"] = noStore
+	w.WriteHeader(status)
+	v.metrics.observe(reason, v.cfg.Now().Sub(start))
+	if v.log.Enabled(r.Context(), slog.LevelDebug) {
+		v.log.LogAttrs(r.Context(), slog.LevelDebug, "verify",
+			slog.Int("status", status), slog.String("reason", string(reason)),
+			slog.String("uri", r.Header.Get("X-Original-URI")),
+			slog.String("user", userOf(sess)))
+	}
+}
+
+var (
+	retryAfter = []string{"1"}
+	noStore    = []string{"no-store"}
+)
+
+func userOf(s *Session) string {
+	if s == nil {
+		return ""
+	}
+	return s.User
+}
+
+// decide runs the whole check and returns why, with the session when allowed.
+func (v *Verifier) decide(r *http.Request, now time.Time) (Reason, *Session) {
+	var rules *Rules
+	if r.URL.RawQuery != "" {
+		var err error
+		var fresh bool
+		if rules, err, fresh = v.rules.get(r.URL.RawQuery); err != nil {
+			if fresh {
+				v.log.Error("bad rule in verify URL; every request to it fails with 500", "err", err)
+			}
+			return ReasonBadRule, nil
+		}
+	}
+	value, ok := findCookie(r.Header, v.cfg.CookieName)
+	if !ok {
+		return ReasonNoCookie, nil
+	}
+	sg := v.codec.get()
+	defer v.codec.put(sg)
+	sid, reason := v.codec.unsign(sg, value)
+	if reason != "" {
+		return reason, nil
+	}
+	nowNano := now.UnixNano()
+	e := v.cache.get(sid, nowNano)
+	if e != nil {
+		v.metrics.cacheHits.Inc()
+	} else {
+		v.metrics.cacheMisses.Inc()
+		var err error
+		if e, err = v.load(r.Context(), sid); err != nil {
+			return ReasonStoreUnavailable, nil
+		}
+	}
+	if e.sess == nil {
+		return e.reason, nil
+	}
+	s := e.sess
+	if v.cfg.EnforceExpires && !s.Expires.IsZero() && !now.Before(s.Expires) {
+		return ReasonExpired, nil
+	}
+	if rules != nil {
+		if reason := rules.check(s); reason != "" {
+			return reason, s
+		}
+	}
+	v.maybeTouch(sid, e, s, nowNano)
+	return ReasonOK, s
+}
+
+// load fetches sid from Redis, sharing one call among concurrent misses.
+// The flight key carries the invalidation generation: a request that
+// arrives after a logout never joins a read that started before it.
+func (v *Verifier) load(ctx context.Context, sid []byte) (*entry, error) {
+	gen := v.cache.gen(sid)
+	key := strconv.FormatUint(gen, 36) + ":" + string(sid)
+	res, err, _ := v.flight.Do(key, func() (any, error) {
+		return v.fetch(context.WithoutCancel(ctx), key[strings.IndexByte(key, ':')+1:], gen)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res.(*entry), nil
+}
+
+func (v *Verifier) fetch(ctx context.Context, sid string, gen uint64) (*entry, error) {
+	data, ttl, err := v.store.load(ctx, sid)
+	now := v.cfg.Now().UnixNano()
+	negative := func(r Reason) (*entry, error) {
+		e := &entry{reason: r, until: now + int64(v.cfg.NegativeCacheTTL)}
+		if v.cfg.NegativeCacheTTL > 0 {
+			v.cache.put(sid, e, gen, now)
+		}
+		return e, nil
+	}
+	switch {
+	case errors.Is(err, errNotFound):
+		return negative(ReasonNotFound)
+	case errors.Is(err, errTooLarge):
+		v.log.Warn("session over the size cap", "err", err)
+		return negative(ReasonSessionTooLarge)
+	case err != nil:
+		v.metrics.redisErrors.WithLabelValues("load").Inc()
+		v.log.Warn("session store unavailable", "err", err)
+		return nil, err
+	}
+	s, err := v.decoder.decode(data)
+	if err != nil {
+		v.log.Warn("unreadable session", "session", shortHash(sid), "err", err)
+		return negative(ReasonInvalidSession)
+	}
+	if s.User == "" {
+		return negative(ReasonAnonymous)
+	}
+	s.userValue = []string{s.User}
+	e := &entry{sess: s, until: now + int64(v.cfg.CacheTTL)}
+	if ttl > 0 {
+		kd := now + int64(ttl)
+		e.keyDeadline.Store(kd)
+		e.until = min(e.until, kd)
+	}
+	if v.cfg.EnforceExpires && !s.Expires.IsZero() {
+		e.until = min(e.until, s.Expires.UnixNano())
+	}
+	v.cache.put(sid, e, gen, now)
+	return e, nil
+}
+
+// maybeTouch slides the session's expiry like express-session's touch, at
+// most once per TouchInterval, and only for keys that have a TTL (a store
+// written without TTL has nothing to slide).
+func (v *Verifier) maybeTouch(sid []byte, e *entry, s *Session, now int64) {
+	if v.cfg.TouchInterval < 0 {
+		return
+	}
+	ttl := s.OriginalMaxAge
+	if ttl <= 0 {
+		ttl = v.cfg.StoreTTL
+	}
+	ttl = ttl.Round(time.Second) // EXPIRE takes whole seconds
+	kd := e.keyDeadline.Load()
+	if kd == 0 || int64(ttl)-(kd-now) < int64(v.cfg.TouchInterval) {
+		return
+	}
+	if !e.keyDeadline.CompareAndSwap(kd, now+int64(ttl)) {
+		return // another request is touching it
+	}
+	select {
+	case v.touches <- struct{}{}:
+	default:
+		return
+	}
+	id := string(sid)
+	go func() {
+		defer func() { <-v.touches }()
+		if err := v.store.touch(context.Background(), id, ttl); err != nil {
+			v.metrics.redisErrors.WithLabelValues("touch").Inc()
+			v.log.Warn("sliding expiry failed", "err", err)
+			return
+		}
+		v.metrics.touches.Inc()
+	}()
+}
+
+// loginRedirect is the URL a 401 should send the browser to, carrying the
+// original URI. Only a same-site path is carried over: anything that could
+// leave the site ("//evil", "/\evil", a full URL) becomes "/", so the login
+// page cannot be turned into an open redirect.
+func (v *Verifier) loginRedirect(r *http.Request) string {
+	orig := r.Header.Get("X-Original-URI")
+	if !safeLocalPath(orig) {
+		orig = "/"
+	}
+	sep := "?"
+	if strings.Contains(v.cfg.LoginURL, "?") {
+		sep = "&"
+	}
+	return v.cfg.LoginURL + sep + v.cfg.RedirectParam + "=" + url.QueryEscape(orig)
+}
+
+func safeLocalPath(p string) bool {
+	if len(p) == 0 || p[0] != '/' {
+		return false
+	}
+	if len(p) > 1 && (p[1] == '/' || p[1] == '\\') {
+		return false
+	}
+	return len(p) <= 2048 && validHeaderValue(p)
+}
+
+// Ready reports whether the session store answers.
+func (v *Verifier) Ready(ctx context.Context) error {
+	if err := v.store.ping(ctx); err != nil {
+		v.metrics.redisErrors.WithLabelValues("ping").Inc()
+		return err
+	}
+	return nil
+}
+
+// Invalidate drops one session from the cache; it reports whether it was cached.
+func (v *Verifier) Invalidate(sid string) bool { return v.cache.remove(sid) }
+
+// InvalidateUser drops every cached session of user and reports how many.
+func (v *Verifier) InvalidateUser(user string) int {
+	return v.cache.removeIf(func(e *entry) bool { return e.sess != nil && e.sess.User == user })
+}
+
+// InvalidateAll empties the cache and reports how many entries went.
+func (v *Verifier) InvalidateAll() int {
+	return v.cache.removeIf(func(*entry) bool { return true })
+}
+
+// shortHash names a session id in logs without revealing it.
+func shortHash(sid string) string {
+	sum := sha256.Sum256([]byte(sid))
+	return hex.EncodeToString(sum[:4])
+}

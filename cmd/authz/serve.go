@@ -1,0 +1,296 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/authz/authz/authz"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// redisFlags are shared by every command that talks to Redis.
+type redisFlags struct {
+	url         string
+	timeout     time.Duration
+	dialTimeout time.Duration
+	poolSize    int
+}
+
+func (f *redisFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.url, "redis-url", "redis://127.0.0.1:6379/0", "Redis holding the sessions: redis://[:password@]host:port/db or rediss:// for TLS")
+	fs.DurationVar(&f.timeout, "redis-timeout", 250*time.Millisecond, "timeout of each Redis call")
+	fs.DurationVar(&f.dialTimeout, "redis-dial-timeout", time.Second, "timeout to open a Redis connection")
+	fs.IntVar(&f.poolSize, "redis-pool-size", 0, "Redis connections per authz process (0: 10 per CPU)")
+}
+
+func (f *redisFlags) client() (*redis.Client, error) {
+	opts, err := redis.ParseURL(f.url)
+	if err != nil {
+		return nil, fmt.Errorf("--redis-url: %w", err)
+	}
+	opts.DialTimeout = f.dialTimeout
+	opts.ReadTimeout = f.timeout
+	opts.WriteTimeout = f.timeout
+	opts.ContextTimeoutEnabled = true
+	// One retry replaces a pooled connection that died with a Redis
+	// restart; more would only stack timeouts on a Redis that is down.
+	opts.MaxRetries = 1
+	if f.poolSize > 0 {
+		opts.PoolSize = f.poolSize
+	}
+	return redis.NewClient(opts), nil
+}
+
+// secretFlags are the cookie secrets, shared by serve and the session tools.
+type secretFlags struct {
+	secrets []string
+	file    string
+}
+
+func (f *secretFlags) register(fs *pflag.FlagSet) {
+	fs.StringArrayVar(&f.secrets, "session-secret", nil, "express-session secret; repeat to rotate: the first signs, all verify")
+	fs.StringVar(&f.file, "session-secret-file", "", "file with one secret per line (first is current), e.g. a Docker or Kubernetes secret")
+}
+
+func (f *secretFlags) load() ([]string, error) {
+	out := append([]string(nil), f.secrets...)
+	if f.file != "" {
+		b, err := os.ReadFile(f.file)
+		if err != nil {
+			return nil, fmt.Errorf("--session-secret-file: %w", err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if line = strings.TrimRight(line, "\r"); line != "" {
+				out = append(out, line)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no session secret: set --session-secret, --session-secret-file, AUTHZ_SESSION_SECRET or SESSION_SECRET")
+	}
+	return out, nil
+}
+
+type logFlags struct{ level, format string }
+
+func (f *logFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.level, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.format, "log-format", "text", "text or json")
+}
+
+func (f *logFlags) logger() (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(f.level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", f.level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch f.format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", f.format)
+}
+
+type serveFlags struct {
+	listen, metricsListen string
+	redis                 redisFlags
+	secrets               secretFlags
+	log                   logFlags
+	cfg                   authz.Config
+	userPaths, rolePaths  []string
+	headers               []string
+	shutdownTimeout       time.Duration
+}
+
+func newServe() *cobra.Command {
+	var f serveFlags
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Answer Nginx auth_request subrequests",
+		Long: "Answer Nginx auth_request subrequests on --listen (/verify, /healthz, /readyz)\n" +
+			"and serve Prometheus metrics on --metrics-listen (/metrics, /healthz, /readyz).\n" +
+			"Every flag can also be set as AUTHZ_<FLAG> (e.g. AUTHZ_CACHE_TTL=5s).",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			return serve(cmd.Context(), &f)
+		},
+	}
+	fs := cmd.Flags()
+	fs.SortFlags = false
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:9091", "address Nginx sends auth subrequests to")
+	fs.StringVar(&f.metricsListen, "metrics-listen", "127.0.0.1:9092", "address for /metrics (empty: off)")
+	f.redis.register(fs)
+	f.secrets.register(fs)
+	c := &f.cfg
+	fs.StringVar(&c.CookieName, "cookie-name", "connect.sid", "session cookie name (express-session's name option)")
+	fs.StringVar(&c.KeyPrefix, "key-prefix", "sess:", "Redis key prefix (connect-redis's prefix option)")
+	fs.IntVar(&c.CacheSize, "cache-size", 100000, "most sessions kept in the local cache")
+	fs.DurationVar(&c.CacheTTL, "cache-ttl", 5*time.Second, "how long a session is served from the local cache")
+	fs.DurationVar(&c.NegativeCacheTTL, "negative-cache-ttl", time.Second, "how long an unknown or anonymous session is remembered (negative: off)")
+	fs.DurationVar(&c.TouchInterval, "touch-interval", 60*time.Second, "extend a session's TTL at most this often when it is used (sliding expiry; negative: off)")
+	fs.DurationVar(&c.StoreTTL, "store-ttl", 86400*time.Second, "TTL for touching sessions whose cookie has no maxAge (connect-redis's ttl option)")
+	fs.BoolVar(&c.EnforceExpires, "enforce-expires", false, "also reject sessions whose cookie.expires has passed (for stores written without a TTL)")
+	fs.StringSliceVar(&f.userPaths, "user-path", []string{"passport.user", "user"}, "session paths tried in order for the identity; an object gives its id")
+	fs.StringSliceVar(&f.rolePaths, "roles-path", []string{"passport.user.roles", "user.roles"}, "session paths tried in order for the roles allow_roles checks")
+	fs.StringVar(&c.UserHeader, "user-header", "X-Auth-User", "response header carrying the identity")
+	fs.StringArrayVar(&f.headers, "header", nil, "extra identity header from a session path, e.g. X-Auth-Email=passport.user.email (repeatable)")
+	fs.IntVar(&c.MaxCookieBytes, "max-cookie-bytes", 4096, "longest session cookie value accepted")
+	fs.IntVar(&c.MaxSessionBytes, "max-session-bytes", 1<<20, "largest stored session read from Redis")
+	fs.StringVar(&c.LoginURL, "login-url", "/login", "login page a 401 points to (X-Auth-Redirect)")
+	fs.StringVar(&c.RedirectParam, "redirect-param", "rd", "query parameter carrying the original URI to the login page")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for in-flight requests")
+	f.log.register(fs)
+	return cmd
+}
+
+func (f *serveFlags) config() (authz.Config, error) {
+	c := f.cfg
+	var err error
+	if c.Secrets, err = f.secrets.load(); err != nil {
+		return c, err
+	}
+	if c.UserPaths, err = parsePaths("--user-path", f.userPaths); err != nil {
+		return c, err
+	}
+	if c.RolesPaths, err = parsePaths("--roles-path", f.rolePaths); err != nil {
+		return c, err
+	}
+	for _, h := range f.headers {
+		m, err := authz.ParseHeaderMapping(h)
+		if err != nil {
+			return c, fmt.Errorf("--header: %w", err)
+		}
+		c.Headers = append(c.Headers, m)
+	}
+	// Flags give 0 a meaning ("off") that Config reserves for defaults.
+	for _, d := range []*time.Duration{&c.NegativeCacheTTL, &c.TouchInterval} {
+		if *d == 0 {
+			*d = -1
+		}
+	}
+	if c.CacheTTL <= 0 {
+		return c, errors.New("--cache-ttl must be positive")
+	}
+	if f.redis.timeout <= 0 {
+		return c, errors.New("--redis-timeout must be positive")
+	}
+	c.RedisTimeout = f.redis.timeout
+	return c, nil
+}
+
+func parsePaths(flag string, ss []string) ([][]string, error) {
+	var out [][]string
+	for _, s := range ss {
+		p, err := authz.ParsePath(s)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", flag, err)
+		}
+		out = append(out, p)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: at least one path is needed", flag)
+	}
+	return out, nil
+}
+
+func serve(ctx context.Context, f *serveFlags) error {
+	log, err := f.log.logger()
+	if err != nil {
+		return err
+	}
+	cfg, err := f.config()
+	if err != nil {
+		return err
+	}
+	rdb, err := f.redis.client()
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	v, err := authz.New(cfg, rdb, reg, log)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	servers := []*http.Server{newServer(v.Handler(), log)}
+	listeners := []net.Listener{ln}
+	if f.metricsListen != "" {
+		mln, err := net.Listen("tcp", f.metricsListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", authz.Healthz)
+		mux.Handle("/readyz", v.ReadyHandler())
+		servers = append(servers, newServer(mux, log))
+		listeners = append(listeners, mln)
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	errc := make(chan error, len(servers))
+	for i, s := range servers {
+		go func() { errc <- s.Serve(listeners[i]) }()
+	}
+	if err := v.Ready(ctx); err != nil {
+		log.Warn("redis not reachable yet; answering 503 until it is", "err", err)
+	}
+	log.Info("authz serving", "listen", ln.Addr().String(), "metrics", f.metricsListen,
+		"cookie", cfg.CookieName, "prefix", cfg.KeyPrefix, "secrets", len(cfg.Secrets))
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining in-flight requests", "timeout", f.shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+	defer cancel()
+	for _, s := range servers {
+		if err := s.Shutdown(sctx); err != nil {
+			return fmt.Errorf("shutdown: %w", err)
+		}
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func newServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what authz's tests, benchmarks and demo need on Debian/Ubuntu:
+# redis-server, nginx, wrk, Node.js/npm and the Go modules. Idempotent and
+# quiet: it installs only what is missing. Elsewhere it says what to install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v nginx >/dev/null 2>&1 || need+=(nginx)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+
+if ((${#need[@]})); then
+	if command -v apt-get >/dev/null 2>&1; then
+		sudo=""
+		[ "$(id -u)" -eq 0 ] || sudo="sudo"
+		export DEBIAN_FRONTEND=noninteractive
+		$sudo apt-get update -qq >/dev/null
+		# The packages start their services; authz's scripts start their own
+		# on free ports, so stop the system ones if they came up.
+		$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+		for s in nginx redis-server; do
+			$sudo service "$s" stop >/dev/null 2>&1 || true
+		done
+	else
+		echo "install-deps: please install: ${need[*]} (and Go >= 1.24)" >&2
+		exit 1
+	fi
+fi
+
+command -v go >/dev/null 2>&1 || { echo "install-deps: Go >= 1.24 is needed (https://go.dev/dl/)" >&2; exit 1; }
+go mod download
