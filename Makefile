@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/authz
 PKGS    := ./...
 
-.PHONY: all build test unit e2e bench bench-go bench-load lint demo deps clean
+.PHONY: all build test unit bench bench-go bench-load lint demo deps clean fuzz
 
 all: build
 
@@ -40,3 +40,9 @@ demo: build
 
 clean:
 	rm -rf bin
+
+# Coverage-guided fuzzing beyond the seed corpus `make test` runs.
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzUnsign -fuzztime $(FUZZTIME) ./authz/
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./authz/

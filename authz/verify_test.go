@@ -21,14 +21,14 @@ const testSecret = "keyboard cat"
 
 // fixture is a Verifier over a real redis-server started for the test.
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	redis *testenv.Redis
 	rdb   *redis.Client
 	v     *Verifier
 	n     int
 }
 
-func newFixture(t *testing.T, mod func(*Config)) *fixture {
+func newFixture(t testing.TB, mod func(*Config)) *fixture {
 	t.Helper()
 	r := testenv.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: 1, ContextTimeoutEnabled: true})
