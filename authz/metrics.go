@@ -16,6 +16,7 @@ type metrics struct {
 	cacheMisses prometheus.Counter
 	redisErrors *prometheus.CounterVec
 	touches     prometheus.Counter
+	invalidated prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient) (*metrics, error) {
@@ -43,6 +44,9 @@ func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient) 
 		touches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "authz_session_touches_total", Help: "Session TTLs extended by sliding expiry.",
 		}),
+		invalidated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "authz_cache_invalidations_total", Help: "Cache entries dropped by logouts, tracking invalidations and flushes.",
+		}),
 	}
 	for _, r := range allReasons {
 		m.requests[r] = requests.WithLabelValues(r.Outcome(), string(r))
@@ -52,7 +56,7 @@ func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient) 
 		m.redisErrors.WithLabelValues(op)
 	}
 	cs := []prometheus.Collector{
-		requests, duration, m.cacheHits, m.cacheMisses, m.redisErrors, m.touches,
+		requests, duration, m.cacheHits, m.cacheMisses, m.redisErrors, m.touches, m.invalidated,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "authz_cache_entries", Help: "Entries in the local session cache, including negative ones.",
 		}, func() float64 { return float64(c.len()) }),

@@ -20,6 +20,7 @@ const (
 	ReasonExpired          Reason = "expired"            // 401
 	ReasonInvalidSession   Reason = "invalid_session"    // 401
 	ReasonSessionTooLarge  Reason = "session_too_large"  // 401
+	ReasonRevoked          Reason = "revoked"            // 401
 
 	ReasonUserNotAllowed Reason = "user_not_allowed" // 403
 	ReasonRoleNotAllowed Reason = "role_not_allowed" // 403
@@ -31,7 +32,7 @@ const (
 var allReasons = []Reason{
 	ReasonOK, ReasonNoCookie, ReasonCookieTooLarge, ReasonMalformedCookie,
 	ReasonBadSignature, ReasonInvalidSessionID, ReasonNotFound, ReasonAnonymous,
-	ReasonExpired, ReasonInvalidSession, ReasonSessionTooLarge,
+	ReasonExpired, ReasonInvalidSession, ReasonSessionTooLarge, ReasonRevoked,
 	ReasonUserNotAllowed, ReasonRoleNotAllowed, ReasonStoreUnavailable, ReasonBadRule,
 }
 

@@ -11,7 +11,10 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
+
+	"github.com/authz/authz/logout"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -28,6 +31,10 @@ type Config struct {
 	Secrets []string
 	// KeyPrefix is connect-redis's prefix (default "sess:").
 	KeyPrefix string
+	// RevokedPrefix names the markers logouts leave so a session an app
+	// saves again cannot come back (default "authz:revoked:"; the marker
+	// for a session is RevokedPrefix + KeyPrefix + id).
+	RevokedPrefix string
 
 	// MaxCookieBytes caps the cookie value (default 4096).
 	MaxCookieBytes int
@@ -93,6 +100,7 @@ func (c *Config) setDefaults() {
 	}
 	def(&c.CookieName, "connect.sid")
 	def(&c.KeyPrefix, "sess:")
+	def(&c.RevokedPrefix, "authz:revoked:")
 	def(&c.UserHeader, "X-Auth-User")
 	def(&c.LoginURL, "/login")
 	def(&c.RedirectParam, "rd")
@@ -154,6 +162,9 @@ type Verifier struct {
 	// touches bounds concurrent sliding-expiry writes; a touch that finds it
 	// full is skipped and retried on a later request.
 	touches chan struct{}
+	// bypass turns the cache off while the logout subscription is down:
+	// what is not heard cannot be trusted.
+	bypass atomic.Bool
 }
 
 // New builds a Verifier reading sessions through rdb. Metrics go to reg.
@@ -171,7 +182,8 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, log *
 			headers:        cfg.Headers,
 			enforceExpires: cfg.EnforceExpires,
 		},
-		store:   store{rdb: rdb, prefix: cfg.KeyPrefix, timeout: cfg.RedisTimeout, maxBytes: cfg.MaxSessionBytes},
+		store: store{rdb: rdb, prefix: cfg.KeyPrefix, timeout: cfg.RedisTimeout,
+			maxBytes: cfg.MaxSessionBytes, revokedPrefix: cfg.RevokedPrefix},
 		cache:   newCache(cfg.CacheSize),
 		log:     log,
 		touches: make(chan struct{}, 64),
@@ -250,7 +262,10 @@ func (v *Verifier) decide(r *http.Request, now time.Time) (Reason, *Session) {
 		return reason, nil
 	}
 	nowNano := now.UnixNano()
-	e := v.cache.get(sid, nowNano)
+	var e *entry
+	if !v.bypass.Load() {
+		e = v.cache.get(sid, nowNano)
+	}
 	if e != nil {
 		v.metrics.cacheHits.Inc()
 	} else {
@@ -297,13 +312,15 @@ func (v *Verifier) fetch(ctx context.Context, sid string, gen uint64) (*entry, e
 	negative := func(r Reason) (*entry, error) {
 		e := &entry{reason: r, until: now + int64(v.cfg.NegativeCacheTTL)}
 		if v.cfg.NegativeCacheTTL > 0 {
-			v.cache.put(sid, e, gen, now)
+			v.put(sid, e, gen, now)
 		}
 		return e, nil
 	}
 	switch {
 	case errors.Is(err, errNotFound):
 		return negative(ReasonNotFound)
+	case errors.Is(err, errRevoked):
+		return negative(ReasonRevoked)
 	case errors.Is(err, errTooLarge):
 		v.log.Warn("session over the size cap", "err", err)
 		return negative(ReasonSessionTooLarge)
@@ -330,8 +347,14 @@ func (v *Verifier) fetch(ctx context.Context, sid string, gen uint64) (*entry, e
 	if v.cfg.EnforceExpires && !s.Expires.IsZero() {
 		e.until = min(e.until, s.Expires.UnixNano())
 	}
-	v.cache.put(sid, e, gen, now)
+	v.put(sid, e, gen, now)
 	return e, nil
+}
+
+func (v *Verifier) put(sid string, e *entry, gen uint64, now int64) {
+	if !v.bypass.Load() {
+		v.cache.put(sid, e, gen, now)
+	}
 }
 
 // maybeTouch slides the session's expiry like express-session's touch, at
@@ -406,17 +429,67 @@ func (v *Verifier) Ready(ctx context.Context) error {
 }
 
 // Invalidate drops one session from the cache; it reports whether it was cached.
-func (v *Verifier) Invalidate(sid string) bool { return v.cache.remove(sid) }
+func (v *Verifier) Invalidate(sid string) bool {
+	ok := v.cache.remove(sid)
+	if ok {
+		v.metrics.invalidated.Inc()
+	}
+	return ok
+}
 
 // InvalidateUser drops every cached session of user and reports how many.
 func (v *Verifier) InvalidateUser(user string) int {
-	return v.cache.removeIf(func(e *entry) bool { return e.sess != nil && e.sess.User == user })
+	n := v.cache.removeIf(func(e *entry) bool { return e.sess != nil && e.sess.User == user })
+	v.metrics.invalidated.Add(float64(n))
+	return n
 }
 
 // InvalidateAll empties the cache and reports how many entries went.
 func (v *Verifier) InvalidateAll() int {
-	return v.cache.removeIf(func(*entry) bool { return true })
+	n := v.cache.removeIf(func(*entry) bool { return true })
+	v.metrics.invalidated.Add(float64(n))
+	return n
 }
+
+// Logout applies a logout event (logout.Handler).
+func (v *Verifier) Logout(e logout.Event) {
+	switch e.Kind {
+	case logout.KindSession:
+		v.Invalidate(e.Session)
+	case logout.KindUser:
+		v.InvalidateUser(e.User)
+	}
+}
+
+// KeysChanged drops the sessions Redis reports changed (logout.Handler):
+// destroyed by an app, expired, or rewritten. nil means all of them.
+func (v *Verifier) KeysChanged(keys []string) {
+	if keys == nil {
+		v.InvalidateAll()
+		return
+	}
+	for _, k := range keys {
+		if sid, ok := strings.CutPrefix(k, v.cfg.KeyPrefix); ok {
+			v.Invalidate(sid)
+		}
+	}
+}
+
+// Subscribed turns the cache off, empty, while the logout subscription is
+// down, and back on, emptied once more, when it is live (logout.Handler).
+func (v *Verifier) Subscribed(live bool) {
+	if !live {
+		v.bypass.Store(true)
+		v.InvalidateAll()
+		return
+	}
+	v.InvalidateAll()
+	v.bypass.Store(false)
+}
+
+// SessionHash names a session id in logs and output without revealing it:
+// the first 8 hex digits of its SHA-256.
+func SessionHash(sid string) string { return shortHash(sid) }
 
 // shortHash names a session id in logs without revealing it.
 func shortHash(sid string) string {

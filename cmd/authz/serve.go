@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/authz/authz/authz"
+	"github.com/authz/authz/logout"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -38,6 +39,14 @@ func (f *redisFlags) register(fs *pflag.FlagSet) {
 }
 
 func (f *redisFlags) client() (*redis.Client, error) {
+	opts, err := f.options()
+	if err != nil {
+		return nil, err
+	}
+	return redis.NewClient(opts), nil
+}
+
+func (f *redisFlags) options() (*redis.Options, error) {
 	opts, err := redis.ParseURL(f.url)
 	if err != nil {
 		return nil, fmt.Errorf("--redis-url: %w", err)
@@ -52,7 +61,7 @@ func (f *redisFlags) client() (*redis.Client, error) {
 	if f.poolSize > 0 {
 		opts.PoolSize = f.poolSize
 	}
-	return redis.NewClient(opts), nil
+	return opts, nil
 }
 
 // secretFlags are the cookie secrets, shared by serve and the session tools.
@@ -107,15 +116,56 @@ func (f *logFlags) logger() (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format %q: want text or json", f.format)
 }
 
+// sessionFlags say where sessions live and how to read them; serve and the
+// session tools share them.
+type sessionFlags struct {
+	redis     redisFlags
+	secrets   secretFlags
+	log       logFlags
+	cfg       authz.Config
+	userPaths []string
+	channel   string
+}
+
+func (f *sessionFlags) register(fs *pflag.FlagSet) {
+	f.redis.register(fs)
+	f.secrets.register(fs)
+	c := &f.cfg
+	fs.StringVar(&c.CookieName, "cookie-name", "connect.sid", "session cookie name (express-session's name option)")
+	fs.StringVar(&c.KeyPrefix, "key-prefix", "sess:", "Redis key prefix (connect-redis's prefix option)")
+	fs.StringVar(&c.RevokedPrefix, "revoked-prefix", "authz:revoked:", "Redis key prefix of the markers logouts leave so re-saved sessions stay dead")
+	fs.StringVar(&f.channel, "logout-channel", logout.DefaultChannel, "Redis pub/sub channel of logout events")
+	fs.DurationVar(&c.StoreTTL, "store-ttl", 86400*time.Second, "TTL of sessions whose cookie has no maxAge (connect-redis's ttl option)")
+	fs.StringSliceVar(&f.userPaths, "user-path", []string{"passport.user", "user"}, "session paths tried in order for the identity; an object gives its id")
+	fs.IntVar(&c.MaxSessionBytes, "max-session-bytes", 1<<20, "largest stored session read from Redis")
+}
+
+// config builds the authz.Config these flags describe.
+func (f *sessionFlags) config() (authz.Config, error) {
+	c := f.cfg
+	var err error
+	if c.Secrets, err = f.secrets.load(); err != nil {
+		return c, err
+	}
+	if c.UserPaths, err = parsePaths("--user-path", f.userPaths); err != nil {
+		return c, err
+	}
+	if f.redis.timeout <= 0 {
+		return c, errors.New("--redis-timeout must be positive")
+	}
+	c.RedisTimeout = f.redis.timeout
+	return c, nil
+}
+
 type serveFlags struct {
+	sessionFlags
 	listen, metricsListen string
-	redis                 redisFlags
-	secrets               secretFlags
-	log                   logFlags
-	cfg                   authz.Config
-	userPaths, rolePaths  []string
+	rolePaths             []string
 	headers               []string
 	shutdownTimeout       time.Duration
+	tracking              bool
+	heartbeat             time.Duration
+	logoutCfg             authz.LogoutConfig
 }
 
 func newServe() *cobra.Command {
@@ -123,7 +173,7 @@ func newServe() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Answer Nginx auth_request subrequests",
-		Long: "Answer Nginx auth_request subrequests on --listen (/verify, /healthz, /readyz)\n" +
+		Long: "Answer Nginx auth_request subrequests on --listen (/verify, /logout, /healthz, /readyz)\n" +
 			"and serve Prometheus metrics on --metrics-listen (/metrics, /healthz, /readyz).\n" +
 			"Every flag can also be set as AUTHZ_<FLAG> (e.g. AUTHZ_CACHE_TTL=5s).",
 		Args: cobra.NoArgs,
@@ -138,37 +188,33 @@ func newServe() *cobra.Command {
 	fs.SortFlags = false
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:9091", "address Nginx sends auth subrequests to")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "127.0.0.1:9092", "address for /metrics (empty: off)")
-	f.redis.register(fs)
-	f.secrets.register(fs)
+	f.sessionFlags.register(fs)
 	c := &f.cfg
-	fs.StringVar(&c.CookieName, "cookie-name", "connect.sid", "session cookie name (express-session's name option)")
-	fs.StringVar(&c.KeyPrefix, "key-prefix", "sess:", "Redis key prefix (connect-redis's prefix option)")
 	fs.IntVar(&c.CacheSize, "cache-size", 100000, "most sessions kept in the local cache")
 	fs.DurationVar(&c.CacheTTL, "cache-ttl", 5*time.Second, "how long a session is served from the local cache")
 	fs.DurationVar(&c.NegativeCacheTTL, "negative-cache-ttl", time.Second, "how long an unknown or anonymous session is remembered (0: off)")
 	fs.DurationVar(&c.TouchInterval, "touch-interval", 60*time.Second, "extend a session's TTL at most this often when it is used (sliding expiry; 0: off)")
-	fs.DurationVar(&c.StoreTTL, "store-ttl", 86400*time.Second, "TTL for touching sessions whose cookie has no maxAge (connect-redis's ttl option)")
 	fs.BoolVar(&c.EnforceExpires, "enforce-expires", false, "also reject sessions whose cookie.expires has passed (for stores written without a TTL)")
-	fs.StringSliceVar(&f.userPaths, "user-path", []string{"passport.user", "user"}, "session paths tried in order for the identity; an object gives its id")
 	fs.StringSliceVar(&f.rolePaths, "roles-path", []string{"passport.user.roles", "user.roles"}, "session paths tried in order for the roles allow_roles checks")
 	fs.StringVar(&c.UserHeader, "user-header", "X-Auth-User", "response header carrying the identity")
 	fs.StringArrayVar(&f.headers, "header", nil, "extra identity header from a session path, e.g. X-Auth-Email=passport.user.email (repeatable)")
 	fs.IntVar(&c.MaxCookieBytes, "max-cookie-bytes", 4096, "longest session cookie value accepted")
-	fs.IntVar(&c.MaxSessionBytes, "max-session-bytes", 1<<20, "largest stored session read from Redis")
 	fs.StringVar(&c.LoginURL, "login-url", "/login", "login page a 401 points to (X-Auth-Redirect)")
 	fs.StringVar(&c.RedirectParam, "redirect-param", "rd", "query parameter carrying the original URI to the login page")
+	fs.BoolVar(&f.tracking, "tracking", true, "Redis server-assisted invalidation (CLIENT TRACKING): sessions deleted or changed without an event leave the cache at once")
+	fs.DurationVar(&f.heartbeat, "subscribe-heartbeat", time.Second, "ping the logout subscription when silent this long; no answer within another and it counts as lost")
+	fs.StringVar(&f.logoutCfg.Redirect, "logout-redirect", "/login", "where POST /logout sends the browser")
+	fs.StringVar(&f.logoutCfg.CookieDomain, "cookie-domain", "", "the session cookie's Domain attribute, to expire it on logout")
+	fs.StringVar(&f.logoutCfg.CookiePath, "cookie-path", "/", "the session cookie's Path attribute, to expire it on logout")
+	fs.BoolVar(&f.logoutCfg.Secure, "cookie-secure", false, "mark the expiring cookie Secure (when the site is served over HTTPS)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for in-flight requests")
 	f.log.register(fs)
 	return cmd
 }
 
 func (f *serveFlags) config() (authz.Config, error) {
-	c := f.cfg
-	var err error
-	if c.Secrets, err = f.secrets.load(); err != nil {
-		return c, err
-	}
-	if c.UserPaths, err = parsePaths("--user-path", f.userPaths); err != nil {
+	c, err := f.sessionFlags.config()
+	if err != nil {
 		return c, err
 	}
 	if c.RolesPaths, err = parsePaths("--roles-path", f.rolePaths); err != nil {
@@ -190,10 +236,6 @@ func (f *serveFlags) config() (authz.Config, error) {
 	if c.CacheTTL <= 0 {
 		return c, errors.New("--cache-ttl must be positive")
 	}
-	if f.redis.timeout <= 0 {
-		return c, errors.New("--redis-timeout must be positive")
-	}
-	c.RedisTimeout = f.redis.timeout
 	return c, nil
 }
 
@@ -233,12 +275,24 @@ func serve(ctx context.Context, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
+	pub, err := logout.NewPublisher(rdb, logout.PublisherConfig{Channel: f.channel, Origin: "authz"}, reg)
+	if err != nil {
+		return err
+	}
+	sub, subClient, err := f.subscriber(v, cfg, log, reg)
+	if err != nil {
+		return err
+	}
+	defer subClient.Close()
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
-	servers := []*http.Server{newServer(v.Handler(), log)}
+	mux := http.NewServeMux()
+	mux.Handle("/", v.Handler())
+	mux.Handle("/logout", v.LogoutHandler(pub, f.logoutCfg))
+	servers := []*http.Server{newServer(mux, log)}
 	listeners := []net.Listener{ln}
 	if f.metricsListen != "" {
 		mln, err := net.Listen("tcp", f.metricsListen)
@@ -256,6 +310,8 @@ func serve(ctx context.Context, f *serveFlags) error {
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	subDone := make(chan struct{})
+	go func() { sub.Run(ctx); close(subDone) }()
 	errc := make(chan error, len(servers))
 	for i, s := range servers {
 		go func() { errc <- s.Serve(listeners[i]) }()
@@ -264,7 +320,8 @@ func serve(ctx context.Context, f *serveFlags) error {
 		log.Warn("redis not reachable yet; answering 503 until it is", "err", err)
 	}
 	log.Info("authz serving", "listen", ln.Addr().String(), "metrics", f.metricsListen,
-		"cookie", cfg.CookieName, "prefix", cfg.KeyPrefix, "secrets", len(cfg.Secrets))
+		"cookie", cfg.CookieName, "prefix", cfg.KeyPrefix, "secrets", len(cfg.Secrets),
+		"logout_channel", f.channel, "tracking", f.tracking)
 
 	select {
 	case err := <-errc:
@@ -279,8 +336,40 @@ func serve(ctx context.Context, f *serveFlags) error {
 			return fmt.Errorf("shutdown: %w", err)
 		}
 	}
+	<-subDone
 	log.Info("stopped")
 	return nil
+}
+
+// subscriber wires the logout subscription to v. It gets a client of its
+// own: RESP2, so tracking invalidations arrive as pub/sub messages, and
+// with the tracking hook that re-arms CLIENT TRACKING on every reconnect.
+func (f *serveFlags) subscriber(v *authz.Verifier, cfg authz.Config, log *slog.Logger, reg prometheus.Registerer) (*logout.Subscriber, *redis.Client, error) {
+	opts, err := f.redis.options()
+	if err != nil {
+		return nil, nil, err
+	}
+	opts.Protocol = 2
+	opts.PoolSize = 2
+	// A subscription waits for messages far longer than a command does.
+	opts.ReadTimeout = -1
+	opts.ContextTimeoutEnabled = false
+	if f.tracking {
+		tr, err := logout.NewTracking([]string{cfg.KeyPrefix}, log, reg)
+		if err != nil {
+			return nil, nil, err
+		}
+		opts.OnConnect = tr.OnConnect
+	}
+	c := redis.NewClient(opts)
+	sub, err := logout.NewSubscriber(c, v, logout.SubscriberConfig{
+		Channel: f.channel, Heartbeat: f.heartbeat, Logger: log,
+	}, reg)
+	if err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	return sub, c, nil
 }
 
 func newServer(h http.Handler, log *slog.Logger) *http.Server {

@@ -1,0 +1,130 @@
+package authz
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/authz/authz/logout"
+)
+
+// Publisher sends logout events; *logout.Publisher is one.
+type Publisher interface {
+	Publish(ctx context.Context, e logout.Event) (int64, error)
+}
+
+// LogoutConfig configures the logout endpoint.
+type LogoutConfig struct {
+	// Redirect is where a browser goes after logging out (default "/login").
+	Redirect string
+	// CookieDomain and CookiePath must match the session cookie's, or the
+	// browser keeps it (defaults: none, "/").
+	CookieDomain string
+	CookiePath   string
+	// Secure marks the expiring cookie Secure.
+	Secure bool
+}
+
+// LogoutHandler ends the caller's own session: POST /logout revokes the
+// session in its cookie (POST /logout?everywhere=1 every session of its
+// user), publishes the event, expires the cookie, and answers 303 to
+// cfg.Redirect, or 204 to a client that asked for JSON. Only POST is
+// accepted, and a cross-site POST is refused (Origin or Sec-Fetch-Site),
+// so another site cannot log users out. Logging out without a valid
+// session still clears the cookie: logout is idempotent.
+func (v *Verifier) LogoutHandler(pub Publisher, cfg LogoutConfig) http.Handler {
+	if cfg.Redirect == "" {
+		cfg.Redirect = "/login"
+	}
+	if cfg.CookiePath == "" {
+		cfg.CookiePath = "/"
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			http.Error(w, "logout takes POST", http.StatusMethodNotAllowed)
+			return
+		}
+		if crossSite(r) {
+			http.Error(w, "cross-site logout refused", http.StatusForbidden)
+			return
+		}
+		everywhere := r.URL.Query().Get("everywhere")
+		ctx := r.Context()
+		if value, ok := findCookie(r.Header, v.cfg.CookieName); ok {
+			sg := v.codec.get()
+			sid, reason := v.codec.unsign(sg, value)
+			id := string(sid)
+			v.codec.put(sg)
+			if reason == "" {
+				if err := v.logout(ctx, pub, id, everywhere == "1" || everywhere == "true"); err != nil {
+					v.log.Warn("logout failed", "session", shortHash(id), "err", err)
+					w.Header().Set("Retry-After", "1")
+					http.Error(w, "logout failed: session store unavailable, please retry", http.StatusServiceUnavailable)
+					return
+				}
+			}
+		}
+		http.SetCookie(w, &http.Cookie{
+			Name: v.cfg.CookieName, Value: "", Path: cfg.CookiePath, Domain: cfg.CookieDomain,
+			Expires: time.Unix(0, 0), MaxAge: -1, HttpOnly: true, Secure: cfg.Secure,
+			SameSite: http.SameSiteLaxMode,
+		})
+		if wantsJSON(r) {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		http.Redirect(w, r, cfg.Redirect, http.StatusSeeOther)
+	})
+}
+
+func (v *Verifier) logout(ctx context.Context, pub Publisher, sid string, everywhere bool) error {
+	if everywhere {
+		s, _, err := v.Session(ctx, sid)
+		if err == nil && s.User != "" {
+			n, err := v.RevokeUser(ctx, s.User)
+			if err != nil {
+				return err
+			}
+			v.InvalidateUser(s.User)
+			_, err = pub.Publish(ctx, logout.Event{Kind: logout.KindUser, User: s.User, Origin: "authz-endpoint"})
+			v.log.Info("user logged out everywhere", "sessions", n)
+			return err
+		}
+		if err != nil && !IsNotFound(err) {
+			return err
+		}
+	}
+	if _, err := v.RevokeSession(ctx, sid); err != nil {
+		return err
+	}
+	v.Invalidate(sid)
+	_, err := pub.Publish(ctx, logout.Event{Kind: logout.KindSession, Session: sid, Origin: "authz-endpoint"})
+	v.log.LogAttrs(ctx, slog.LevelDebug, "session logged out", slog.String("session", shortHash(sid)))
+	return err
+}
+
+// crossSite reports a request another site made the browser send.
+func crossSite(r *http.Request) bool {
+	if s := r.Header.Get("Sec-Fetch-Site"); s == "cross-site" {
+		return true
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" || origin == "null" {
+		return origin == "null"
+	}
+	u, err := url.Parse(origin)
+	return err != nil || u.Host != r.Host
+}
+
+func wantsJSON(r *http.Request) bool {
+	for _, a := range r.Header.Values("Accept") {
+		if a == "application/json" {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,191 @@
+package authz
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Revocation is how a logout through authz ends sessions so that no
+// instance, and no app, can bring them back:
+//
+//  1. a marker RevokedPrefix+KeyPrefix+sid is set, living as long as the
+//     session could (its remaining TTL, its cookie's maxAge or StoreTTL,
+//     whichever is longest; forever if the key had no TTL);
+//  2. the session key is deleted, as express-session's destroy does;
+//  3. the caller publishes the logout event, and every instance drops its
+//     cached copy.
+//
+// The marker is what makes the logout stick: an Express request that loaded
+// the session before the logout and saves it afterwards writes the key
+// again, but authz checks the marker in the same round trip as the session
+// and refuses it. Sessions created later have new ids and no marker.
+
+// ParseSessionRef turns what an operator pastes (a session id, or a cookie
+// value, raw or percent-encoded) into a session id. A cookie value must be
+// signed by one of the secrets.
+func (v *Verifier) ParseSessionRef(ref string) (string, error) {
+	if len(ref) > 2 && (ref[:2] == "s:" || len(ref) > 4 && (ref[:4] == "s%3A" || ref[:4] == "s%3a")) {
+		sg := v.codec.get()
+		defer v.codec.put(sg)
+		sid, reason := v.codec.unsign(sg, ref)
+		if reason != "" {
+			return "", fmt.Errorf("cookie value: %s", reason)
+		}
+		return string(sid), nil
+	}
+	if !validSID([]byte(ref)) {
+		return "", fmt.Errorf("%q is neither a session id ([A-Za-z0-9_-], %d-%d characters) nor a signed cookie value (s:…)", ref, minSIDLen, maxSIDLen)
+	}
+	return ref, nil
+}
+
+// Session loads and decodes one session straight from Redis (no cache). It
+// returns errNotFound-wrapping errors for missing or revoked sessions.
+func (v *Verifier) Session(ctx context.Context, sid string) (*Session, time.Duration, error) {
+	data, ttl, err := v.store.load(ctx, sid)
+	if err != nil {
+		return nil, 0, err
+	}
+	s, err := v.decoder.decode(data)
+	if err != nil {
+		return nil, 0, fmt.Errorf("session %s: %w", shortHash(sid), err)
+	}
+	return s, ttl, nil
+}
+
+// IsNotFound reports whether err means the session does not exist or was
+// revoked.
+func IsNotFound(err error) bool { return errors.Is(err, errNotFound) || errors.Is(err, errRevoked) }
+
+// RevokeSession ends one session: marker, then DEL. It reports whether the
+// session key existed. It does not publish; the caller does.
+func (v *Verifier) RevokeSession(ctx context.Context, sid string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, v.cfg.RedisTimeout*4)
+	defer cancel()
+	key := v.cfg.KeyPrefix + sid
+	pipe := v.store.rdb.Pipeline()
+	get := pipe.Get(ctx, key)
+	pttl := pipe.PTTL(ctx, key)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return false, fmt.Errorf("revoke session %s: %w", shortHash(sid), err)
+	}
+	var maxAge time.Duration
+	if data, err := get.Bytes(); err == nil {
+		if s, err := v.decoder.decode(data); err == nil {
+			maxAge = s.OriginalMaxAge
+		}
+	}
+	return v.revoke(ctx, []revocation{{sid: sid, pttl: pttl.Val(), maxAge: maxAge}})
+}
+
+type revocation struct {
+	sid    string
+	pttl   time.Duration // -1: no TTL, -2: no key
+	maxAge time.Duration
+}
+
+// revoke marks then deletes, in one ordered pipeline (not MULTI: on a
+// cluster the marker and the session live in different slots).
+func (v *Verifier) revoke(ctx context.Context, rs []revocation) (bool, error) {
+	pipe := v.store.rdb.Pipeline()
+	dels := make([]*redis.IntCmd, len(rs))
+	for i, r := range rs {
+		var ttl time.Duration // 0: the marker never expires
+		if r.pttl != -1 {
+			ttl = max(r.pttl, r.maxAge, v.cfg.StoreTTL)
+		}
+		pipe.Set(ctx, v.store.revokedKey(r.sid), "1", ttl)
+		dels[i] = pipe.Del(ctx, v.cfg.KeyPrefix+r.sid)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return false, fmt.Errorf("revoke %d sessions: %w", len(rs), err)
+	}
+	found := false
+	for _, d := range dels {
+		found = found || d.Val() > 0
+	}
+	return found, nil
+}
+
+// scanBatch is how many keys one SCAN step asks for; each step's sessions
+// are read in one pipelined round trip.
+const scanBatch = 1000
+
+// RevokeUser ends every session of user that exists now, whoever created
+// it: it walks the session keyspace with SCAN (never KEYS, so Redis stays
+// responsive), reads each batch in one round trip, and revokes the user's
+// sessions. Its cost is one pass over all sessions; it runs in the CLI or
+// the logout endpoint, never on the verify path. On a cluster it walks every
+// master.
+func (v *Verifier) RevokeUser(ctx context.Context, user string) (int, error) {
+	if user == "" {
+		return 0, errors.New("revoke user: empty user id")
+	}
+	walk := func(ctx context.Context, c redis.UniversalClient) (int, error) {
+		return v.revokeUserOn(ctx, c, user)
+	}
+	if cc, ok := v.store.rdb.(*redis.ClusterClient); ok {
+		var total atomic.Int64
+		err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			n, err := walk(ctx, c)
+			total.Add(int64(n))
+			return err
+		})
+		return int(total.Load()), err
+	}
+	return walk(ctx, v.store.rdb)
+}
+
+func (v *Verifier) revokeUserOn(ctx context.Context, c redis.UniversalClient, user string) (int, error) {
+	var cursor uint64
+	n := 0
+	for {
+		cctx, cancel := context.WithTimeout(ctx, v.cfg.RedisTimeout*4)
+		keys, next, err := c.Scan(cctx, cursor, v.cfg.KeyPrefix+"*", scanBatch).Result()
+		if err != nil {
+			cancel()
+			return n, fmt.Errorf("revoke user: scan %s*: %w", v.cfg.KeyPrefix, err)
+		}
+		var rs []revocation
+		if len(keys) > 0 {
+			pipe := c.Pipeline()
+			gets := make([]*redis.StringCmd, len(keys))
+			ttls := make([]*redis.DurationCmd, len(keys))
+			for i, k := range keys {
+				gets[i] = pipe.Get(cctx, k)
+				ttls[i] = pipe.PTTL(cctx, k)
+			}
+			if _, err := pipe.Exec(cctx); err != nil && !errors.Is(err, redis.Nil) {
+				cancel()
+				return n, fmt.Errorf("revoke user: read sessions: %w", err)
+			}
+			for i, k := range keys {
+				data, err := gets[i].Bytes()
+				if err != nil || len(data) > v.cfg.MaxSessionBytes {
+					continue
+				}
+				s, err := v.decoder.decode(data)
+				if err != nil || s.User != user {
+					continue
+				}
+				rs = append(rs, revocation{sid: k[len(v.cfg.KeyPrefix):], pttl: ttls[i].Val(), maxAge: s.OriginalMaxAge})
+			}
+		}
+		if len(rs) > 0 {
+			if _, err := v.revoke(cctx, rs); err != nil {
+				cancel()
+				return n, fmt.Errorf("revoke user: %w", err)
+			}
+			n += len(rs)
+		}
+		cancel()
+		if cursor = next; cursor == 0 {
+			return n, nil
+		}
+	}
+}
