@@ -48,6 +48,9 @@ func (v *Verifier) ParseSessionRef(ref string) (string, error) {
 // returns errNotFound-wrapping errors for missing or revoked sessions.
 func (v *Verifier) Session(ctx context.Context, sid string) (*Session, time.Duration, error) {
 	data, ttl, err := v.store.load(ctx, sid)
+	if errors.Is(err, errNotFound) || errors.Is(err, errRevoked) {
+		return nil, 0, fmt.Errorf("session %s: %w", shortHash(sid), err)
+	}
 	if err != nil {
 		return nil, 0, err
 	}

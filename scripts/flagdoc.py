@@ -2,7 +2,7 @@
 # Run by `make docs` after `make build`; cmd/authz/docs_test.go fails when they drift.
 import sys,re,subprocess
 def table(cmd):
-    out=subprocess.run(['bin/authz',cmd,'--help'],capture_output=True,text=True).stdout
+    out=subprocess.run(['bin/authz',*cmd.split(),'--help'],capture_output=True,text=True).stdout
     lines=out[out.index('Flags:'):].splitlines()[1:]
     rows=['| flag | environment | default | meaning |','| --- | --- | --- | --- |']
     alias={'redis-url':', `REDIS_SESSION_URL`','session-secret':', `SESSION_SECRET`'}
@@ -19,7 +19,7 @@ def table(cmd):
         rows.append(f'| `--{name}` | `{env}`{alias.get(name,"")} | {"`"+default+"`" if default else "—"} | {desc} |')
     return '\n'.join(rows)
 doc=open('docs/configuration.md').read()
-for cmd in ['serve','logout']:
+for cmd in ['serve','logout','session show']:
     start=f'<!-- flags:{cmd} -->'; end=f'<!-- /flags:{cmd} -->'
     i=doc.index(start)+len(start); j=doc.index(end)
     doc=doc[:i]+'\n'+table(cmd)+'\n'+doc[j:]

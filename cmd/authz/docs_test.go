@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
@@ -13,7 +14,12 @@ import (
 // each command, and its environment variable, must appear there.
 func TestEveryFlagDocumented(t *testing.T) {
 	doc := readDoc(t, "../../docs/configuration.md")
-	for _, cmd := range newRoot().Commands() {
+	var cmds []*cobra.Command
+	for _, c := range newRoot().Commands() {
+		cmds = append(cmds, c)
+		cmds = append(cmds, c.Commands()...)
+	}
+	for _, cmd := range cmds {
 		cmd.Flags().VisitAll(func(f *pflag.Flag) {
 			if !strings.Contains(doc, "`--"+f.Name+"`") {
 				t.Errorf("authz %s --%s is not in docs/configuration.md", cmd.Name(), f.Name)

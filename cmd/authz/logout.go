@@ -113,7 +113,9 @@ func (f *sessionFlags) tools(ctx context.Context) (*authz.Verifier, *logout.Publ
 	reg := prometheus.NewRegistry()
 	v, err := authz.New(cfg, rdb, reg, log.With("cmd", "logout"))
 	if err == nil {
-		err = v.Ready(ctx)
+		if err = v.Ready(ctx); err != nil {
+			err = fmt.Errorf("redis at %s unreachable: %w", rdb.Options().Addr, err)
+		}
 	}
 	if err != nil {
 		rdb.Close()

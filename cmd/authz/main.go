@@ -24,6 +24,6 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServe(), newLogout())
+	root.AddCommand(newServe(), newLogout(), newSession())
 	return root
 }

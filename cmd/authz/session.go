@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/authz/authz/authz"
+	"github.com/spf13/cobra"
+)
+
+func newSession() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "session",
+		Short: "Inspect sessions in Redis",
+	}
+	var f sessionFlags
+	show := &cobra.Command{
+		Use:   "show <session id or cookie value>",
+		Short: "Show what authz sees in a session: identity, roles, TTL",
+		Long: "Show what authz sees in a session: its identity, roles and remaining TTL, as\n" +
+			"authz would decide it (a cookie value needs --session-secret). Exits 1 when the\n" +
+			"session does not exist, was revoked, or cannot be read.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := applyEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			return showSession(cmd.Context(), cmd.OutOrStdout(), &f, args[0])
+		},
+	}
+	show.Flags().SortFlags = false
+	f.register(show.Flags())
+	f.log.register(show.Flags())
+	cmd.AddCommand(show)
+	return cmd
+}
+
+func showSession(ctx context.Context, out io.Writer, f *sessionFlags, ref string) error {
+	v, _, closeFn, err := f.tools(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	sid, err := v.ParseSessionRef(strings.TrimSpace(ref))
+	if err != nil {
+		return err
+	}
+	s, ttl, err := v.Session(ctx, sid)
+	if err != nil {
+		return err
+	}
+	user := s.User
+	if user == "" {
+		user = "(anonymous: not signed in)"
+	}
+	fmt.Fprintf(out, "session  %s\nuser     %s\nroles    %s\n", authz.SessionHash(sid), user, strings.Join(s.Roles, ","))
+	switch {
+	case ttl < 0:
+		fmt.Fprintln(out, "ttl      none (the key never expires)")
+	default:
+		fmt.Fprintf(out, "ttl      %s\n", ttl.Round(1e9))
+	}
+	if s.OriginalMaxAge > 0 {
+		fmt.Fprintf(out, "maxAge   %s\n", s.OriginalMaxAge)
+	}
+	return nil
+}
