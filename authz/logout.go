@@ -3,8 +3,10 @@ package authz
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/authz/authz/logout"
@@ -117,7 +119,16 @@ func crossSite(r *http.Request) bool {
 		return origin == "null"
 	}
 	u, err := url.Parse(origin)
-	return err != nil || u.Host != r.Host
+	if err != nil {
+		return true
+	}
+	// Nginx passes $host, which has no port; the Origin has one whenever
+	// the site is not on 80/443. Compare host names only.
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return !strings.EqualFold(u.Hostname(), strings.Trim(host, "[]"))
 }
 
 func wantsJSON(r *http.Request) bool {

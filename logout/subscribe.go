@@ -167,6 +167,10 @@ func (s *Subscriber) Run(ctx context.Context) error {
 func (s *Subscriber) subscribe(ctx context.Context) (live bool, err error) {
 	ps := s.rdb.Subscribe(ctx)
 	defer ps.Close()
+	// ReceiveTimeout does not watch ctx; closing the subscription does end
+	// it, so shutdown does not wait out a heartbeat.
+	stop := context.AfterFunc(ctx, func() { ps.Close() })
+	defer stop()
 	if err := ps.Subscribe(ctx, s.cfg.Channel, InvalidateChannel); err != nil {
 		return false, fmt.Errorf("subscribe to %s: %w", s.cfg.Channel, err)
 	}

@@ -147,9 +147,11 @@ authz demo: $url/
   Browser: open $url/ -> the demo login page -> sign in with any name
            -> whoami shows the X-Auth-* headers Nginx passed on.
            $url/admin/ needs the admin role: tick "give me the admin role".
+           "Sign out" posts to /logout, which Nginx sends to authz.
   curl:    curl -i $url/                 # 302 to /login?rd=%2F
            curl -i -c /tmp/jar -d user=alice -d admin=on $url/login
            curl -b /tmp/jar $url/admin/  # JSON with X-Auth-User: alice
+           curl -i -b /tmp/jar -X POST $url/logout   # 303; the cookie is dead
   authz:   http://127.0.0.1:$metrics_port/metrics, /readyz
 
   Logs: $work/{authz,whoami,redis,nginx,access}.log (removed on exit)

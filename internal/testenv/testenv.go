@@ -6,9 +6,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,15 +19,65 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// FreePort returns a loopback port nobody listens on right now.
+// FreePort returns a loopback port nobody listens on right now, and never
+// the same port twice in one test binary.
+//
+// The port comes from below the kernel's ephemeral range. A port from
+// that range (what listening on port 0 gives) can be taken as the source
+// port of an outgoing connection before the server meant to get it binds
+// it, and parallel tests open many connections.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find free port: %v", err)
+	ports.Lock()
+	defer ports.Unlock()
+	lo, hi := 10000, ephemeralStart()
+	if hi-lo < 1000 {
+		// An unusual ephemeral range: let the kernel choose after all.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("find free port: %v", err)
+		}
+		defer l.Close()
+		return l.Addr().(*net.TCPAddr).Port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	for range 1000 {
+		p := lo + rand.IntN(hi-lo)
+		if ports.given[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		ports.given[p] = true
+		return p
+	}
+	t.Fatalf("no free loopback port in [%d, %d)", lo, hi)
+	return 0
+}
+
+var ports = struct {
+	sync.Mutex
+	given map[int]bool
+}{given: map[int]bool{}}
+
+// ephemeralStart is the first port the kernel picks source ports from:
+// Linux says so in /proc; elsewhere 32768 is at or below the usual start.
+func ephemeralStart() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 32768
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return n
 }
 
 // WaitFor polls cond until it returns true or the deadline passes.
@@ -99,7 +152,17 @@ func (p *Process) Exited() bool {
 	}
 }
 
-// Signal sends sig-like termination: SIGTERM, then SIGKILL after 5s.
+// Signal sends sig to the process.
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Wait blocks until the process has exited and returns how it ended: nil
+// for exit status 0, an *exec.ExitError otherwise.
+func (p *Process) Wait() error {
+	<-p.done
+	return p.err
+}
+
+// Stop terminates the process: SIGTERM, then SIGKILL after 5s.
 func (p *Process) Stop() {
 	if p.Exited() {
 		return
@@ -144,6 +207,9 @@ func (r *Redis) Start() {
 	c := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1})
 	defer c.Close()
 	WaitFor(r.t, 10*time.Second, "redis-server to answer on "+r.Addr, func() bool {
+		if r.proc.Exited() {
+			r.t.Fatalf("redis-server exited before it was ready: %v\n%s", r.proc.Wait(), r.proc.Output())
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
 		return c.Ping(ctx).Err() == nil

@@ -1,0 +1,119 @@
+package testenv
+
+import (
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// SessionSecret is the express-session secret StartAuthz gives authz, so
+// tests can sign cookies with authz.Sign(sid, testenv.SessionSecret).
+const SessionSecret = "testenv keyboard cat"
+
+// The authz binary is built once per test binary, into a directory that
+// Main removes when the tests are done.
+var build struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// Main runs the tests of a package that uses BuildAuthz or StartAuthz and
+// removes the built binary afterwards. Call it from TestMain:
+//
+//	func TestMain(m *testing.M) { testenv.Main(m) }
+//
+// Returning from TestMain lets the test wrapper exit with m.Run's code.
+func Main(m *testing.M) {
+	dir, err := os.MkdirTemp("", "testenv-authz-")
+	if err != nil {
+		// No test has run yet, so there is no *testing.T to fail.
+		panic(err)
+	}
+	build.dir = dir
+	m.Run()
+	os.RemoveAll(dir)
+}
+
+// BuildAuthz builds ./cmd/authz the first time it is called in a test
+// binary and returns the path of the binary. The package's TestMain must
+// call Main.
+func BuildAuthz(t testing.TB) string {
+	t.Helper()
+	if build.dir == "" {
+		t.Fatal("testenv.BuildAuthz: the package's TestMain must call testenv.Main")
+	}
+	root := RepoRoot(t)
+	build.once.Do(func() {
+		bin := filepath.Join(build.dir, "authz")
+		cmd := exec.Command("go", "build", "-o", bin, "./cmd/authz")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			build.err = &buildError{err: err, out: out}
+			return
+		}
+		build.path = bin
+	})
+	if build.err != nil {
+		t.Fatal(build.err)
+	}
+	return build.path
+}
+
+type buildError struct {
+	err error
+	out []byte
+}
+
+func (e *buildError) Error() string {
+	return "go build ./cmd/authz: " + e.err.Error() + "\n" + string(e.out)
+}
+
+// Authz is an "authz serve" process started for one test.
+type Authz struct {
+	*Process
+	// Addr answers /verify, /healthz and /readyz; Nginx's AUTHZ_ADDR.
+	Addr string
+	// MetricsAddr answers /metrics, /healthz and /readyz.
+	MetricsAddr string
+}
+
+// StartAuthz runs "authz serve" against the Redis at redisURL with
+// SessionSecret, on free loopback ports, and waits until it answers
+// /healthz. extraArgs are appended to the command line, so they can add
+// flags such as --cache-ttl or --header.
+func StartAuthz(t testing.TB, redisURL string, extraArgs ...string) *Authz {
+	t.Helper()
+	bin := BuildAuthz(t)
+	a := &Authz{
+		Addr:        net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t))),
+		MetricsAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t))),
+	}
+	args := append([]string{"serve",
+		"--listen", a.Addr,
+		"--metrics-listen", a.MetricsAddr,
+		"--redis-url", redisURL,
+		"--session-secret", SessionSecret,
+	}, extraArgs...)
+	a.Process = Start(t, bin, args...)
+	c := &http.Client{Timeout: time.Second}
+	WaitFor(t, 10*time.Second, "authz to answer /healthz on "+a.Addr, func() bool {
+		if a.Exited() {
+			t.Fatalf("authz exited before it was ready: %v\n%s", a.Wait(), a.Output())
+		}
+		resp, err := c.Get("http://" + a.Addr + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return a
+}
