@@ -1,0 +1,248 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"net/http"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authz/authz/internal/testenv"
+)
+
+// cluster is several authz instances behind one Redis, each asked directly
+// (Nginx would pick one per request; asking each one is the strict test).
+type cluster struct {
+	t         *testing.T
+	redis     *testenv.Redis
+	instances []*testenv.Authz
+	client    *http.Client
+	site      *site // for signIn/store helpers
+}
+
+func newCluster(t *testing.T, n int, authzArgs ...string) *cluster {
+	t.Helper()
+	r := testenv.StartRedis(t)
+	c := &cluster{t: t, redis: r, client: newClient()}
+	c.site = &site{t: t, redis: r, rdb: r.Client(), client: c.client}
+	for range n {
+		c.instances = append(c.instances, testenv.StartAuthz(t, r.URL(), authzArgs...))
+	}
+	for _, a := range c.instances {
+		testenv.WaitFor(t, 10*time.Second, "the logout subscription on "+a.Addr, func() bool {
+			return metric(t, a, "authz_logout_subscribed") == 1
+		})
+	}
+	return c
+}
+
+// verify asks instance a about cookie and returns the status.
+func (c *cluster) verify(a *testenv.Authz, cookie string) int {
+	c.t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+a.Addr+"/verify", nil)
+	req.Header.Set("Cookie", cookie)
+	resp, err := c.client.Do(req)
+	if err != nil {
+		c.t.Fatalf("verify on %s: %v", a.Addr, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// everywhere checks that every instance answers want for cookie.
+func (c *cluster) everywhere(cookie string, want int, what string) {
+	c.t.Helper()
+	for i, a := range c.instances {
+		if got := c.verify(a, cookie); got != want {
+			c.t.Errorf("%s: instance %d answered %d, want %d", what, i, got, want)
+		}
+	}
+}
+
+// cli runs an authz command against the cluster's Redis.
+func (c *cluster) cli(args ...string) (string, error) {
+	c.t.Helper()
+	args = append(args, "--redis-url", c.redis.URL(), "--session-secret", testenv.SessionSecret)
+	out, err := exec.Command(testenv.BuildAuthz(c.t), args...).CombinedOutput()
+	return string(out), err
+}
+
+// metric sums every series of name on a's /metrics.
+func metric(t *testing.T, a *testenv.Authz, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + a.MetricsAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape %s: %v", a.MetricsAddr, err)
+	}
+	defer resp.Body.Close()
+	total := 0.0
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err == nil {
+			total += v
+		}
+	}
+	return total
+}
+
+func TestLogoutSessionReachesEveryInstance(t *testing.T) {
+	t.Parallel()
+	// A cache TTL of an hour: only the logout itself can explain a deny.
+	c := newCluster(t, 3, "--cache-ttl", "1h", "--tracking=false")
+	s := c.site
+	mine, other := s.signIn(alice), s.signIn(alice)
+	c.everywhere(mine.cookie, 200, "before logout")
+	c.everywhere(other.cookie, 200, "before logout")
+
+	out, err := c.cli("logout", "--session", strings.TrimPrefix(mine.cookie, "connect.sid="))
+	if err != nil {
+		t.Fatalf("authz logout --session: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "revoked session") || strings.Contains(out, mine.sid) {
+		t.Errorf("output %q: want a revoked line naming the session only by hash", out)
+	}
+	for i, a := range c.instances {
+		testenv.WaitFor(t, 2*time.Second, "instance "+strconv.Itoa(i)+" to deny the logged-out session", func() bool {
+			return c.verify(a, mine.cookie) == 401
+		})
+	}
+	c.everywhere(other.cookie, 200, "the user's other session")
+
+	// Nothing matched: a clear message and exit status 1.
+	out, err = c.cli("logout", "--session", mine.sid)
+	if err == nil || !strings.Contains(out, "no session") {
+		t.Errorf("second logout of the same session: err=%v out=%q; want exit 1 and 'no session'", err, out)
+	}
+}
+
+func TestLogoutUserEndsOnlyOlderSessions(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 3, "--cache-ttl", "1h", "--tracking=false")
+	s := c.site
+	old1, old2 := s.signIn(alice), s.signIn(alice)
+	bobs := s.signIn(bob)
+	for _, x := range []session{old1, old2, bobs} {
+		c.everywhere(x.cookie, 200, "before logout")
+	}
+
+	out, err := c.cli("logout", "--user", "alice")
+	if err != nil || !strings.Contains(out, "revoked 2 sessions") {
+		t.Fatalf("authz logout --user alice: %v\n%s", err, out)
+	}
+	newer := s.signIn(alice)
+	for _, x := range []session{old1, old2} {
+		for i, a := range c.instances {
+			testenv.WaitFor(t, 2*time.Second, "instance "+strconv.Itoa(i)+" to deny an older session", func() bool {
+				return c.verify(a, x.cookie) == 401
+			})
+		}
+	}
+	c.everywhere(newer.cookie, 200, "a session created after the logout")
+	c.everywhere(bobs.cookie, 200, "another user's session")
+
+	// An app that had old1 loaded saves it again after the logout.
+	s.store(old1, alice)
+	c.everywhere(old1.cookie, 401, "an older session saved again by an app")
+
+	// It holds across restarts: a fresh instance refuses them too.
+	c.instances[0].Stop()
+	c.instances[0] = testenv.StartAuthz(t, c.redis.URL(), "--cache-ttl", "1h")
+	c.everywhere(old1.cookie, 401, "after a restart, an older session")
+	c.everywhere(old2.cookie, 401, "after a restart, an older session")
+	c.everywhere(newer.cookie, 200, "after a restart, the newer session")
+}
+
+func TestSessionDeletedWithoutEvent(t *testing.T) {
+	t.Parallel()
+	t.Run("tracking off: within the cache TTL", func(t *testing.T) {
+		t.Parallel()
+		c := newCluster(t, 1, "--cache-ttl", "300ms", "--tracking=false")
+		x := c.site.signIn(bob)
+		c.everywhere(x.cookie, 200, "before DEL")
+		c.site.rdb.Del(context.Background(), "sess:"+x.sid)
+		testenv.WaitFor(t, 2*time.Second, "the deleted session to be denied", func() bool {
+			return c.verify(c.instances[0], x.cookie) == 401
+		})
+	})
+	t.Run("tracking on: at once", func(t *testing.T) {
+		t.Parallel()
+		// With an hour of cache TTL only the invalidation can deny it.
+		c := newCluster(t, 2, "--cache-ttl", "1h")
+		for _, a := range c.instances {
+			if metric(t, a, "authz_tracking_enabled") != 1 {
+				t.Fatal("tracking not enabled")
+			}
+		}
+		x := c.site.signIn(bob)
+		c.everywhere(x.cookie, 200, "before DEL")
+		c.site.rdb.Del(context.Background(), "sess:"+x.sid)
+		for _, a := range c.instances {
+			testenv.WaitFor(t, time.Second, "the deleted session to be denied", func() bool {
+				return c.verify(a, x.cookie) == 401
+			})
+		}
+	})
+}
+
+func TestLogoutLostWhileSubscriptionDown(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 1, "--cache-ttl", "1h", "--tracking=false")
+	a := c.instances[0]
+	x := c.site.signIn(bob)
+	c.everywhere(x.cookie, 200, "before")
+	connects := metric(t, a, "authz_logout_subscription_connects_total")
+
+	// Kill the subscription and log out while it is down: the event has no
+	// subscriber, and tracking is off. Only the flush on reconnect can save us.
+	ctx := context.Background()
+	if err := c.site.rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.site.rdb.Del(ctx, "sess:"+x.sid)
+	c.site.rdb.Publish(ctx, "authz:logout", `{"v":1,"kind":"session","session":"`+x.sid+`"}`)
+	testenv.WaitFor(t, 5*time.Second, "the subscription to come back", func() bool {
+		return metric(t, a, "authz_logout_subscription_connects_total") > connects &&
+			metric(t, a, "authz_logout_subscribed") == 1
+	})
+	if got := c.verify(a, x.cookie); got != 401 {
+		t.Fatalf("after the reconnect the logged-out session got %d, want 401", got)
+	}
+	if metric(t, a, "authz_logout_subscription_drops_total") < 1 {
+		t.Error("the drop was not counted")
+	}
+}
+
+func TestBadEventsAreCountedAndIgnored(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 1, "--cache-ttl", "1h", "--tracking=false")
+	a := c.instances[0]
+	x := c.site.signIn(bob)
+	c.everywhere(x.cookie, 200, "before")
+	ctx := context.Background()
+	for _, bad := range []string{"not json", `{"v":2,"kind":"session","session":"x"}`, `{"v":1,"kind":"session"}`, `{"v":1,"kind":"user"}`, `{"v":1,"kind":"everything","session":"x"}`} {
+		c.site.rdb.Publish(ctx, "authz:logout", bad)
+	}
+	testenv.WaitFor(t, 2*time.Second, "five rejected events", func() bool {
+		return metric(t, a, "authz_logout_events_rejected_total") == 5
+	})
+	c.everywhere(x.cookie, 200, "after bad events")
+	// The subscriber is still there and applies the next good event.
+	out, err := c.cli("logout", "--session", x.sid)
+	if err != nil {
+		t.Fatalf("logout: %v\n%s", err, out)
+	}
+	testenv.WaitFor(t, 2*time.Second, "the good event to apply", func() bool {
+		return c.verify(a, x.cookie) == 401
+	})
+	if a.Exited() {
+		t.Fatal("authz exited")
+	}
+}
