@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/authz
 PKGS    := ./...
 
-.PHONY: all build test unit bench bench-go bench-load lint demo deps clean fuzz
+.PHONY: all build test unit bench bench-go bench-load bench-logout lint demo deps clean fuzz docs
 
 all: build
 
@@ -21,13 +21,17 @@ test: lint build
 unit:
 	$(GO) test -count=1 ./authz/ ./logout/
 
-bench: bench-go bench-load
+bench: bench-go bench-load bench-logout
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./authz/ | tee bin/bench-go.txt
 
 bench-load: build
 	scripts/loadtest.sh
+
+# Single sign-off: propagation across 8 instances, and the cost of tracking.
+bench-logout:
+	$(GO) test -run '^$$' -bench 'LogoutPropagation|VerifyTrackingCost' -benchtime 1x ./e2e/ | tee bin/bench-logout.txt
 
 lint:
 	$(GO) vet $(PKGS)

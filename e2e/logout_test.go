@@ -71,7 +71,9 @@ func (c *cluster) cli(args ...string) (string, error) {
 }
 
 // metric sums every series of name on a's /metrics.
-func metric(t *testing.T, a *testenv.Authz, name string) float64 {
+func metric(t *testing.T, a *testenv.Authz, name string) float64 { return metricB(t, a, name) }
+
+func metricB(t testing.TB, a *testenv.Authz, name string) float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + a.MetricsAddr + "/metrics")
 	if err != nil {
