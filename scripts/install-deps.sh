@@ -30,5 +30,9 @@ if ((${#need[@]})); then
 	fi
 fi
 
+# The Node examples (express-session + connect-redis 9) need Node >= 18.19.
+node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>18||(a==18&&b>=19)?0:1)' ||
+	{ echo "install-deps: Node.js >= 18.19 is needed for examples/ (https://nodejs.org/)" >&2; exit 1; }
+
 command -v go >/dev/null 2>&1 || { echo "install-deps: Go >= 1.24 is needed (https://go.dev/dl/)" >&2; exit 1; }
 go mod download

@@ -124,7 +124,14 @@ func (l *lockedBuffer) String() string {
 // its output is printed if the test failed.
 func Start(t testing.TB, name string, args ...string) *Process {
 	t.Helper()
-	p := &Process{cmd: exec.Command(name, args...), out: &lockedBuffer{}, done: make(chan struct{})}
+	return StartCmd(t, name, exec.Command(name, args...))
+}
+
+// StartCmd is Start for a command the caller prepared (its environment or
+// directory set); name labels its output.
+func StartCmd(t testing.TB, name string, cmd *exec.Cmd) *Process {
+	t.Helper()
+	p := &Process{cmd: cmd, out: &lockedBuffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v (is it installed? .ci/run installs it)", name, err)
