@@ -23,7 +23,7 @@
 #       against an Nginx-native answer.
 #
 # Everything runs on free 127.0.0.1 ports from a temp dir and is stopped on
-# exit: redis-server (no persistence), bin/authz serve, four nginx instances
+# exit: redis-server (no persistence), bin/authz serve, five nginx instances
 # (-p/-c/-e in the temp dir, daemon off, own pid file and temp paths, access
 # log off) and the Go handler of (d) (scripts/loadtest, built on the fly):
 #
@@ -52,6 +52,14 @@
 #     limit and that scenario's req/s is a lower bound of the server's.
 #   - PIN=0: nothing pinned, wrk -t2 (the scheduler decides; noisier).
 #
+# Output: per scenario the median over rounds of req/s and p99 (wrk
+# --latency), plus what explains them: wrk's CPU (near 100%: client-bound),
+# the servers' CPU per request (from /proc, all server processes) and CPU
+# used by other processes on the machine. Ratios are the median of per-round
+# ratios (the two scenarios run back to back), counting only rounds where
+# other processes stayed under CLEAN_OTHER% of a CPU when at least 2 are
+# left: on a shared 2-core machine one burst of other work halves a run.
+#
 # Checked before measuring (fails loudly otherwise): (a), (b), (e) answer 200
 # with the cookie and the identity reaches the app only through (b) and (e);
 # (b) without the cookie answers 302 to /login (authz said 401); (c) answers
@@ -69,9 +77,14 @@
 #   CONNS=32     wrk connections
 #   PIN=1        see above; SERVER_CPUS / CLIENT_CPU override the CPU choice
 #   STRICT=0     1: exit 3 when a target is missed
+#   CLEAN_OTHER=10  a round counts in the ratios only if CPU used by other
+#                processes stayed under this % of a CPU during both runs
+#   QUIET_WAIT=30   before each round, wait while other processes use more
+#                than CLEAN_OTHER%, at most this many seconds over the run
 #   AUTHZ_FLAGS=""       extra flags for authz serve, e.g. "--cache-ttl 1m"
 #   AUTHZ_BIN=bin/authz   OUT=bin/bench-load.txt   KEEP_TMP=0 (1: keep logs)
-# Defaults: 5*5*6 s measured + 5*2 s warm-up + ~10 s setup: under 3 minutes.
+# Defaults: 5*5*6 s measured + 5*2 s warm-up + ~10 s setup + at most 30 s
+# waiting for quiet: under 3.5 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -81,19 +94,25 @@ WARMUP=${WARMUP:-2}
 CONNS=${CONNS:-32}
 PIN=${PIN:-1}
 STRICT=${STRICT:-0}
+CLEAN_OTHER=${CLEAN_OTHER:-10}
+QUIET_WAIT=${QUIET_WAIT:-30}
 AUTHZ_BIN=${AUTHZ_BIN:-bin/authz}
 OUT=${OUT:-bin/bench-load.txt}
 KEEP_TMP=${KEEP_TMP:-0}
 read -ra AUTHZ_FLAGS <<<"${AUTHZ_FLAGS:-}"
 read -ra SCENARIOS <<<"${SCENARIOS:-a b e c d}"
 
-die() { echo "loadtest: FAIL: $*" >&2; exit 1; }
-log() { echo "loadtest: $*" >&2; }
+# Messages go to fd 3, the script's stderr, even from inside a redirection.
+exec 3>&2
+die() { echo "loadtest: FAIL: $*" >&3; exit 1; }
+log() { echo "loadtest: $*" >&3; }
 int_in() { [[ $2 =~ ^[0-9]+$ ]] && (($2 >= $3 && $2 <= $4)) || die "$1=$2: want an integer from $3 to $4"; }
 int_in DURATION "$DURATION" 1 60
 int_in ROUNDS "$ROUNDS" 1 20
 int_in WARMUP "$WARMUP" 0 10
 int_in CONNS "$CONNS" 1 1024
+int_in CLEAN_OTHER "$CLEAN_OTHER" 0 1000
+int_in QUIET_WAIT "$QUIET_WAIT" 0 600
 ((${#SCENARIOS[@]} >= 1 && ${#SCENARIOS[@]} <= 6)) || die "SCENARIOS: want 1 to 6 of a b c d e f"
 for s in "${SCENARIOS[@]}"; do [[ $s =~ ^[a-f]$ ]] || die "SCENARIOS: unknown scenario '$s' (a b c d e f)"; done
 
@@ -121,20 +140,23 @@ else
 fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/authz-loadtest.XXXXXX")
-PIDS=()
+PIDS=()        # what this script started
+SERVER_PIDS=() # the same plus the nginx workers, filled in before measuring
 cleanup() {
 	local rc=$? p i
 	trap - EXIT INT TERM
 	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 	for ((i = 0; i < 50; i++)); do
 		local alive=0
-		for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+		for p in "${PIDS[@]}" "${SERVER_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
 		((alive)) || break
 		sleep 0.1
 	done
-	for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+	# Still there after 5 s: an nginx worker outlives a killed master, so
+	# the workers are killed by pid too.
+	for p in "${PIDS[@]}" "${SERVER_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
-	if [ "$KEEP_TMP" = 1 ] || ((rc != 0 && rc != 3)); then
+	if [ "$KEEP_TMP" = 1 ] || ((rc == 1)); then
 		log "logs and configs kept in $TMP"
 	else
 		rm -rf "$TMP"
@@ -167,7 +189,7 @@ wait_http() {
 # --- redis and the session ----------------------------------------------------
 
 "${SRV[@]}" redis-server --bind 127.0.0.1 --port "$P_REDIS" --save "" --appendonly no \
-	--dir "$TMP" --logfile "$TMP/redis.log" --daemonize no &
+	--dir "$TMP" --logfile "$TMP/redis.log" --daemonize no 3>&- &
 PIDS+=($!)
 for ((i = 0; i < 50; i++)); do
 	redis-cli -p "$P_REDIS" ping >/dev/null 2>&1 && break
@@ -175,8 +197,9 @@ for ((i = 0; i < 50; i++)); do
 done
 redis-cli -p "$P_REDIS" ping >/dev/null 2>&1 || die "redis-server did not start (see $TMP/redis.log)"
 
-SECRET="loadtest-secret-$RANDOM$RANDOM"
-SID="loadtest$RANDOM$RANDOM"
+# A session id like express-session's (24 random bytes, base64url: 32 chars).
+SECRET="loadtest-$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')"
+SID=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')
 SESSION='{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"passport":{"user":"alice"}}'
 [ "$(redis-cli -p "$P_REDIS" SET "sess:$SID" "$SESSION" EX 86400)" = OK ] || die "redis SET failed"
 COOKIE="connect.sid=$("$TMP/loadtest" sign "$SID" "$SECRET")"
@@ -186,9 +209,9 @@ COOKIE="connect.sid=$("$TMP/loadtest" sign "$SID" "$SECRET")"
 env | grep -q '^AUTHZ_' && log "note: AUTHZ_* variables from the environment apply to authz: $(env | grep '^AUTHZ_' | cut -d= -f1 | tr '\n' ' ')"
 "${SRV[@]}" "$AUTHZ_BIN" serve --listen "$H:$P_AUTHZ" --metrics-listen "$H:$P_METRICS" \
 	--redis-url "redis://$H:$P_REDIS/0" --session-secret "$SECRET" --log-level warn ${AUTHZ_FLAGS[@]+"${AUTHZ_FLAGS[@]}"} \
-	2>"$TMP/authz.log" &
+	2>"$TMP/authz.log" 3>&- &
 PIDS+=($!)
-"${SRV[@]}" "$TMP/loadtest" hello "$H:$P_HELLO" 2>"$TMP/hello.log" &
+"${SRV[@]}" "$TMP/loadtest" hello "$H:$P_HELLO" 2>"$TMP/hello.log" 3>&- &
 PIDS+=($!)
 
 # --- nginx ------------------------------------------------------------------
@@ -224,7 +247,7 @@ nginx_instance() {
 start_nginx() {
 	local d=$TMP/$1
 	nginx -t -q -p "$d" -c "$d/nginx.conf" -e "$d/error.log" || die "nginx $1: bad config (see $d)"
-	"${SRV[@]}" nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" &
+	"${SRV[@]}" nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" 3>&- &
 	PIDS+=($!)
 }
 
@@ -298,11 +321,16 @@ done
 
 # head URL [curl args]: the status line and headers, lower-cased, no CRs.
 head_of() { curl -s -o /dev/null -D - --max-time 5 "$@" | tr -d '\r' | tr 'A-Z' 'a-z'; }
+# authz's verdicts so far, by reason: why a check failed.
+verdicts_by_reason() {
+	curl -s --max-time 5 "http://$H:$P_METRICS/metrics" |
+		awk '/^authz_verify_requests_total\{/ && $2 > 0 { print "  authz verdicts: " $0 }' >&3 || true
+}
 expect() { # expect WHAT HEADERS REGEX
-	grep -Eq "$3" <<<"$2" || { printf '%s\n' "$2" >&2; die "$1: expected /$3/"; }
+	grep -Eq "$3" <<<"$2" || { printf '%s\n' "$2" >&3; verdicts_by_reason; die "$1: expected /$3/"; }
 }
 forbid() {
-	! grep -Eq "$3" <<<"$2" || { printf '%s\n' "$2" >&2; die "$1: unexpected /$3/"; }
+	! grep -Eq "$3" <<<"$2" || { printf '%s\n' "$2" >&3; die "$1: unexpected /$3/"; }
 }
 r=$(head_of -H "Cookie: $COOKIE" "$URL_a")
 expect "(a) with cookie" "$r" '^http/1.1 200'
@@ -400,7 +428,7 @@ run_wrk() {
 	local TIMEFORMAT='%3R %3U %3S'
 	{ time timeout -k 5 $((d + 20)) "${CLI[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${d}s" --timeout 5s \
 		--latency -H "Cookie: $COOKIE" "$url" >"$out" 2>&1; } 2>"$out.time" ||
-		{ cat "$out" >&2; die "($s) wrk failed"; }
+		{ cat "$out" >&3; die "($s) wrk failed"; }
 	[ -z "$sampler" ] || wait "$sampler" || true
 	t1=$(server_ticks)
 	m1=$(machine_ticks)
@@ -423,9 +451,9 @@ run_wrk() {
 		/Socket errors:/ { gsub(/,/, ""); sock = $4 + $6 + $8 + $10 }
 		END { printf "%d %s %s %d %d\n", reqs, rps, p99, non2xx, sock }' "$out")
 	read -r reqs rps p99 non2xx sockerr <<<"$parsed"
-	[ -n "$rps" ] && [ "$rps" != "" ] && ((reqs > 0)) || { cat "$out" >&2; die "($s) could not parse wrk's output"; }
-	((non2xx == 0)) || { cat "$out" >&2; die "($s) $non2xx non-2xx/3xx responses"; }
-	((sockerr == 0)) || { cat "$out" >&2; die "($s) $sockerr socket errors"; }
+	[ -n "$rps" ] && [ "$rps" != "" ] && ((reqs > 0)) || { cat "$out" >&3; die "($s) could not parse wrk's output"; }
+	((non2xx == 0)) || { cat "$out" >&3; die "($s) $non2xx non-2xx/3xx responses"; }
+	((sockerr == 0)) || { cat "$out" >&3; die "($s) $sockerr socket errors"; }
 	read -r ok0 bad0 <<<"$v0"
 	read -r ok1 bad1 <<<"$v1"
 	if [ "$s" = b ] || [ "$s" = c ]; then
@@ -436,7 +464,7 @@ run_wrk() {
 	fi
 	local e
 	e=$(errors_seen)
-	((e == 0)) || { grep -hE '\[(error|crit|alert|emerg)\]' "$TMP"/*/error.log | tail -5 >&2; die "($s) nginx logged errors"; }
+	((e == 0)) || { grep -hE '\[(error|crit|alert|emerg)\]' "$TMP"/*/error.log | tail -5 >&3; die "($s) nginx logged errors"; }
 	[ -z "$round" ] && return 0
 	local real user sys
 	read -r real user sys <"$out.time"
@@ -456,12 +484,28 @@ run_wrk() {
 	log "  ($s) round $round: $rps req/s, p99 ${p99} ms, wrk CPU ${WCPU[$s,$round]}%, server ${SRVUS[$s,$round]} us/req, other CPU ${OTHER[$s,$round]}%"
 }
 
-est=$(((${#SCENARIOS[@]} * (ROUNDS * DURATION + WARMUP)) + 10))
-log "measuring: ${#SCENARIOS[@]} scenarios x $ROUNDS rounds x ${DURATION}s, -c$CONNS, $PINNING (about ${est}s)"
+est=$(((${#SCENARIOS[@]} * (ROUNDS * DURATION + WARMUP)) + ROUNDS + 10))
+log "measuring: ${#SCENARIOS[@]} scenarios x $ROUNDS rounds x ${DURATION}s, -c$CONNS, $PINNING (about ${est}s, up to ${QUIET_WAIT}s more waiting for a quiet machine)"
 if ((WARMUP > 0)); then
 	for s in "${SCENARIOS[@]}"; do run_wrk "$s" "$WARMUP"; done
 fi
+# wait_quiet: before a round, wait (1 s at a time, QUIET_WAIT s in all over
+# the run) while other processes use more than CLEAN_OTHER% of a CPU.
+QUIET_LEFT=$QUIET_WAIT
+wait_quiet() {
+	local m0 t0 o
+	while ((QUIET_LEFT > 0)); do
+		m0=$(machine_ticks)
+		t0=$(server_ticks)
+		sleep 1
+		o=$((($(machine_ticks) - m0 - ($(server_ticks) - t0)) * 100 / CLK_TCK))
+		((o > CLEAN_OTHER)) || return 0
+		((QUIET_LEFT--)) || true
+		log "  other processes use ${o}% of a CPU; waiting (${QUIET_LEFT}s of QUIET_WAIT left)"
+	done
+}
 for ((round = 1; round <= ROUNDS; round++)); do
+	wait_quiet
 	for s in "${SCENARIOS[@]}"; do run_wrk "$s" "$DURATION" "$round"; done
 done
 
@@ -484,6 +528,8 @@ declare -A DESC=(
 	[f]="nginx -> auth_request Go 200 -> app"
 )
 report() {
+	local k
+	for k in "${!OTHER[@]}"; do ((OTHER[$k] <= OTHER_MAX)) || OTHER_MAX=${OTHER[$k]}; done
 	echo "authz load test, $(date -u '+%Y-%m-%d %H:%M UTC'), $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' (dirty)')"
 	echo "$NCPU CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)); $PINNING; nginx worker_processes 1"
 	echo "$(nginx -v 2>&1 | sed 's/.*version: //'), $(redis-server --version | awk '{ print $3 }' | sed 's/v=/redis /'), $(wrk --version 2>&1 | head -1 | awk '{ print "wrk " $2 }'), $(go version | awk '{ print $3 }')"
@@ -508,22 +554,44 @@ report() {
 		MED_US[$s]=$srvus
 		mapfile -t vals < <(column_of OTHER "$s")
 		other=$(printf '%.0f' "$(median "${vals[@]}")")
-		((other <= OTHER_MAX)) || OTHER_MAX=$other
 		printf '(%s) %-36s %8.0f %14s %8.2f %7.0f%% %10.1f %7.0f%% %5.0f%%\n' "$s" "${DESC[$s]}" "${MED_RPS[$s]}" \
 			"$(printf '%.0f-%.0f' "$lo" "$hi")" "${MED_P99[$s]}" "$wcpu" "$srvus" \
 			"$(awk -v r="${MED_RPS[$s]}" -v u="$srvus" 'BEGIN { print r * u / 1e4 }')" "$other"
 	done
 	echo
-	printf '%-6s %7s %14s %9s %8s  %s\n' "ratio" "req/s" "(per round)" "by CPU" "target" ""
-	local pair x y target r lo hi verdict per cpu
+	printf '%-6s %7s %14s %7s %8s %8s  %s\n' "ratio" "req/s" "(range)" "clean" "by CPU" "target" ""
+	local pair x y target r lo hi verdict cpu i q u
 	for pair in "b e 0.90" "c d 0.85" "e a -" "b f -" "f e -"; do
 		read -r x y target <<<"$pair"
 		[ -n "${MED_RPS[$x]:-}" ] && [ -n "${MED_RPS[$y]:-}" ] || continue
-		r=$(awk -v x="${MED_RPS[$x]}" -v y="${MED_RPS[$y]}" 'BEGIN { printf "%.3f", x / y }')
-		cpu=$(awk -v x="${MED_US[$x]}" -v y="${MED_US[$y]}" 'BEGIN { printf "%.3f", y / x }')
-		per=$(for ((i = 1; i <= ROUNDS; i++)); do awk -v x="${RPS[$x,$i]}" -v y="${RPS[$y,$i]}" 'BEGIN { printf "%.3f\n", x / y }'; done | sort -g)
-		lo=$(head -1 <<<"$per")
-		hi=$(tail -1 <<<"$per")
+		# Ratios are paired per round (y runs right after x, or x after y)
+		# and the median taken; rounds where other load passed CLEAN_OTHER%
+		# in either run are left out while at least 2 (or all) remain.
+		local all=() clean=() all_cpu=() clean_cpu=() use=() use_cpu=() used
+		for ((i = 1; i <= ROUNDS; i++)); do
+			q=$(awk -v x="${RPS[$x,$i]}" -v y="${RPS[$y,$i]}" 'BEGIN { print x / y }')
+			u=$(awk -v x="${SRVUS[$x,$i]}" -v y="${SRVUS[$y,$i]}" 'BEGIN { print y / x }')
+			all+=("$q")
+			all_cpu+=("$u")
+			if ((OTHER[$x,$i] <= CLEAN_OTHER && OTHER[$y,$i] <= CLEAN_OTHER)); then
+				clean+=("$q")
+				clean_cpu+=("$u")
+			fi
+		done
+		if ((${#clean[@]} >= 2 || ${#clean[@]} == ROUNDS)); then
+			use=("${clean[@]}")
+			use_cpu=("${clean_cpu[@]}")
+			used="${#clean[@]}/$ROUNDS"
+		else
+			use=("${all[@]}")
+			use_cpu=("${all_cpu[@]}")
+			used="${#clean[@]}/$ROUNDS*"
+			NOISY=1
+		fi
+		r=$(printf '%.3f' "$(median "${use[@]}")")
+		cpu=$(printf '%.3f' "$(median "${use_cpu[@]}")")
+		lo=$(printf '%s\n' "${use[@]}" | sort -g | head -1)
+		hi=$(printf '%s\n' "${use[@]}" | sort -g | tail -1)
 		if [ "$target" = - ]; then
 			case $x$y in
 			ea) verdict="(context: what auth_request costs nginx)" ;;
@@ -537,7 +605,8 @@ report() {
 			verdict=$(awk -v r="$r" -v t="$target" 'BEGIN { printf "MISS by %.3f (%.1f%% below)", t - r, 100 * (t - r) / t }')
 			MISSED=1
 		fi
-		printf '%-6s %7s %14s %9s %8s  %s\n' "$x/$y" "$r" "$lo-$hi" "$cpu" "${target:+>= $target}" "$verdict"
+		printf '%-6s %7s %14s %7s %8s %8s  %s\n' "$x/$y" "$r" "$(printf '%.2f-%.2f' "$lo" "$hi")" \
+			"$used" "$cpu" "${target:+>= $target}" "$verdict"
 	done
 	echo
 	local est tw rpc
@@ -552,17 +621,22 @@ report() {
 		printf '(%s) nginx -> %-9s keep-alive: %s connections open mid-run, %s closed per run (1 per %s requests)\n' \
 			"$s" "$(case $s in b) echo authz ;; e) echo 'fake auth' ;; f) echo 'Go 200' ;; esac)" "$est" "$tw" "$rpc"
 	done
-	echo "columns: medians over rounds; wrk CPU and other in % of one CPU (other: used by neither wrk nor"
-	echo "the servers); srv us/req: user+sys CPU of nginx+authz+redis+handler per request (softirq excluded)."
-	echo "Verdicts use req/s. \"by CPU\" is the same ratio from srv us/req (y's CPU per request / x's):"
-	echo "while srv CPU (req/s x srv us/req) is near 100% in every row, the server side is CPU-bound and"
-	echo "that ratio predicts the req/s one while being less sensitive to other load on the machine."
-	if ((OTHER_MAX > 10)); then
-		echo "WARNING: other processes used up to ${OTHER_MAX}% of a CPU during the runs: numbers are noisy"
+	echo "Scenario rows: medians over all rounds. wrk CPU and other: % of one CPU (other: user+sys CPU"
+	echo "used by neither wrk nor the servers, i.e. other work on the machine). srv us/req: user+sys CPU"
+	echo "of nginx+authz+redis+handler per request (softirq excluded); srv CPU = req/s x srv us/req."
+	echo "Ratios: median of per-round ratios (the two run back to back) over the rounds where other"
+	echo "stayed <= ${CLEAN_OTHER}% in both runs (\"clean\"); verdicts use req/s. \"by CPU\": the same ratio"
+	echo "from srv us/req; while the server side is CPU-bound it predicts the req/s ratio."
+	if ((NOISY)); then
+		echo "WARNING (*): fewer than 2 rounds were free of other load (up to ${OTHER_MAX}% of a CPU), so all"
+		echo "rounds were used: those ratios are noisy; rerun on a quiet machine."
+	elif ((OTHER_MAX > CLEAN_OTHER)); then
+		echo "note: other processes used up to ${OTHER_MAX}% of a CPU in some runs; those rounds were left out of the ratios"
 	fi
 	echo "total run time: $((SECONDS - START)) s"
 }
 MISSED=0
+NOISY=0
 OTHER_MAX=0
 mkdir -p "$(dirname "$OUT")"
 report >"$TMP/report.txt"
