@@ -6,11 +6,19 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 )
 
 func main() {
+	if os.Getenv("GOGC") == "" {
+		// The live heap is small (a cache of small entries) while every
+		// request allocates in net/http: collecting at 4x the live heap
+		// instead of 2x measurably lowers CPU per request. GOGC and
+		// GOMEMLIMIT still override.
+		debug.SetGCPercent(400)
+	}
 	if err := newRoot().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "authz:", err)
 		os.Exit(1)
