@@ -6,7 +6,6 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"hash"
-	"net/http"
 	"strings"
 	"sync"
 )
@@ -58,10 +57,10 @@ func (c *cookieCodec) get() *signer  { return c.pool.Get().(*signer) }
 func (c *cookieCodec) put(s *signer) { c.pool.Put(s) }
 
 // findCookie returns the first cookie called name in the request's Cookie
-// headers, as the "cookie" npm package (and so express-session) does: later
-// duplicates are ignored. The value is returned still percent-encoded.
-func findCookie(h http.Header, name string) (string, bool) {
-	for _, line := range h["Cookie"] {
+// header lines, as the "cookie" npm package (and so express-session) does:
+// later duplicates are ignored. The value is returned still percent-encoded.
+func findCookie(lines []string, name string) (string, bool) {
+	for _, line := range lines {
 		for len(line) > 0 {
 			var part string
 			part, line, _ = strings.Cut(line, ";")

@@ -49,7 +49,7 @@ func TestUnsignVectors(t *testing.T) {
 		if v.SetCookie != "" {
 			// The value as a browser sends back what Set-Cookie set.
 			h := http.Header{"Cookie": {strings.SplitN(v.SetCookie, ";", 2)[0]}}
-			val, ok := findCookie(h, "connect.sid")
+			val, ok := findCookie(h["Cookie"], "connect.sid")
 			if !ok || val != v.CookieValue {
 				t.Errorf("findCookie = %q, %v", val, ok)
 			}
@@ -125,7 +125,7 @@ func TestFindCookie(t *testing.T) {
 		{[]string{"connect.sid="}, "", true},
 	}
 	for _, tt := range tests {
-		got, ok := findCookie(http.Header{"Cookie": tt.header}, "connect.sid")
+		got, ok := findCookie(tt.header, "connect.sid")
 		if got != tt.want || ok != tt.ok {
 			t.Errorf("findCookie(%q) = %q, %v; want %q, %v", tt.header, got, ok, tt.want, tt.ok)
 		}

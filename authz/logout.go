@@ -56,7 +56,7 @@ func (v *Verifier) LogoutHandler(pub Publisher, cfg LogoutConfig) http.Handler {
 		}
 		everywhere := r.URL.Query().Get("everywhere")
 		ctx := r.Context()
-		if value, ok := findCookie(r.Header, v.cfg.CookieName); ok {
+		if value, ok := findCookie(r.Header["Cookie"], v.cfg.CookieName); ok {
 			sg := v.codec.get()
 			sid, reason := v.codec.unsign(sg, value)
 			id := string(sid)

@@ -94,7 +94,8 @@ func (c *ruleCache) get(rawQuery string) (r *Rules, err error, fresh bool) {
 		c.m = make(map[string]ruleResult)
 	}
 	if len(c.m) < maxRuleCache {
-		c.m[rawQuery] = ruleResult{r, err}
+		// Clone: a substring of a whole request must not stay alive as a key.
+		c.m[strings.Clone(rawQuery)] = ruleResult{r, err}
 	}
 	c.mu.Unlock()
 	return r, err, true

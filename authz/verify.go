@@ -196,40 +196,70 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, log *
 	return v, nil
 }
 
+// Query is what a verify decision reads from an auth subrequest. Both
+// ServeHTTP and Server build one.
+type Query struct {
+	// RawQuery holds the location's rules (allow_users=…&allow_roles=…).
+	RawQuery string
+	// Cookies are the request's Cookie header lines.
+	Cookies []string
+	// OriginalURI is X-Original-URI: where a 401 should come back to.
+	OriginalURI string
+}
+
+// Answer is a verify decision.
+type Answer struct {
+	Reason  Reason
+	Session *Session // set when allowed
+	// Redirect is the login URL for a 401.
+	Redirect string
+}
+
+// Decide answers q, recording metrics and the debug log line.
+func (v *Verifier) Decide(ctx context.Context, q *Query) Answer {
+	start := v.cfg.Now()
+	reason, sess := v.decide(ctx, q, start)
+	a := Answer{Reason: reason}
+	switch reason.Status() {
+	case http.StatusOK:
+		a.Session = sess
+	case http.StatusUnauthorized:
+		a.Redirect = v.loginRedirect(q.OriginalURI)
+	}
+	v.metrics.observe(reason, v.cfg.Now().Sub(start))
+	if v.log.Enabled(ctx, slog.LevelDebug) {
+		v.log.LogAttrs(ctx, slog.LevelDebug, "verify",
+			slog.Int("status", reason.Status()), slog.String("reason", string(reason)),
+			slog.String("uri", q.OriginalURI), slog.String("user", userOf(sess)))
+	}
+	return a
+}
+
+// UserHeader is the response header carrying the identity.
+func (v *Verifier) UserHeader() string { return v.cfg.UserHeader }
+
 // ServeHTTP answers one auth subrequest. Every answer has an empty body so
 // Nginx can keep its connection to authz alive. Any method is accepted:
 // auth_request subrequests inherit the method of the request they guard.
 func (v *Verifier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := v.cfg.Now()
-	reason, sess := v.decide(r, start)
+	q := Query{RawQuery: r.URL.RawQuery, Cookies: r.Header["Cookie"], OriginalURI: r.Header.Get("X-Original-URI")}
+	a := v.Decide(r.Context(), &q)
 	h := w.Header()
-	status := reason.Status()
-	switch status {
+	switch a.Reason.Status() {
 	case http.StatusOK:
-		h[v.cfg.UserHeader] = sess.userValue
-		for _, x := range sess.Headers {
+		h[v.cfg.UserHeader] = a.Session.userValue
+		for _, x := range a.Session.Headers {
 			h[x.Name] = x.Value
 		}
 	case http.StatusUnauthorized:
-		h["X-Auth-Redirect"] = []string{v.loginRedirect(r)}
+		h["X-Auth-Redirect"] = []string{a.Redirect}
 	case http.StatusServiceUnavailable:
 		h["Retry-After"] = retryAfter
 	}
-	h["Cache-Control"] = noStore
-	w.WriteHeader(status)
-	v.metrics.observe(reason, v.cfg.Now().Sub(start))
-	if v.log.Enabled(r.Context(), slog.LevelDebug) {
-		v.log.LogAttrs(r.Context(), slog.LevelDebug, "verify",
-			slog.Int("status", status), slog.String("reason", string(reason)),
-			slog.String("uri", r.Header.Get("X-Original-URI")),
-			slog.String("user", userOf(sess)))
-	}
+	w.WriteHeader(a.Reason.Status())
 }
 
-var (
-	retryAfter = []string{"1"}
-	noStore    = []string{"no-store"}
-)
+var retryAfter = []string{"1"}
 
 func userOf(s *Session) string {
 	if s == nil {
@@ -239,19 +269,19 @@ func userOf(s *Session) string {
 }
 
 // decide runs the whole check and returns why, with the session when allowed.
-func (v *Verifier) decide(r *http.Request, now time.Time) (Reason, *Session) {
+func (v *Verifier) decide(ctx context.Context, q *Query, now time.Time) (Reason, *Session) {
 	var rules *Rules
-	if r.URL.RawQuery != "" {
+	if q.RawQuery != "" {
 		var err error
 		var fresh bool
-		if rules, err, fresh = v.rules.get(r.URL.RawQuery); err != nil {
+		if rules, err, fresh = v.rules.get(q.RawQuery); err != nil {
 			if fresh {
 				v.log.Error("bad rule in verify URL; every request to it fails with 500", "err", err)
 			}
 			return ReasonBadRule, nil
 		}
 	}
-	value, ok := findCookie(r.Header, v.cfg.CookieName)
+	value, ok := findCookie(q.Cookies, v.cfg.CookieName)
 	if !ok {
 		return ReasonNoCookie, nil
 	}
@@ -271,7 +301,7 @@ func (v *Verifier) decide(r *http.Request, now time.Time) (Reason, *Session) {
 	} else {
 		v.metrics.cacheMisses.Inc()
 		var err error
-		if e, err = v.load(r.Context(), sid); err != nil {
+		if e, err = v.load(ctx, sid); err != nil {
 			return ReasonStoreUnavailable, nil
 		}
 	}
@@ -397,8 +427,7 @@ func (v *Verifier) maybeTouch(sid []byte, e *entry, s *Session, now int64) {
 // original URI. Only a same-site path is carried over: anything that could
 // leave the site ("//evil", "/\evil", a full URL) becomes "/", so the login
 // page cannot be turned into an open redirect.
-func (v *Verifier) loginRedirect(r *http.Request) string {
-	orig := r.Header.Get("X-Original-URI")
+func (v *Verifier) loginRedirect(orig string) string {
 	if !safeLocalPath(orig) {
 		orig = "/"
 	}

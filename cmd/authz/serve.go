@@ -164,6 +164,7 @@ type serveFlags struct {
 	headers               []string
 	shutdownTimeout       time.Duration
 	tracking              bool
+	stdlibHTTP            bool
 	heartbeat             time.Duration
 	logoutCfg             authz.LogoutConfig
 }
@@ -207,6 +208,7 @@ func newServe() *cobra.Command {
 	fs.StringVar(&f.logoutCfg.CookieDomain, "cookie-domain", "", "the session cookie's Domain attribute, to expire it on logout")
 	fs.StringVar(&f.logoutCfg.CookiePath, "cookie-path", "/", "the session cookie's Path attribute, to expire it on logout")
 	fs.BoolVar(&f.logoutCfg.Secure, "cookie-secure", false, "mark the expiring cookie Secure (when the site is served over HTTPS)")
+	fs.BoolVar(&f.stdlibHTTP, "stdlib-http", false, "serve --listen with Go's net/http instead of authz's lean HTTP/1.1 server for Nginx")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for in-flight requests")
 	f.log.register(fs)
 	return cmd
@@ -292,15 +294,18 @@ func serve(ctx context.Context, f *serveFlags) error {
 	mux := http.NewServeMux()
 	mux.Handle("/", v.Handler())
 	mux.Handle("/logout", v.LogoutHandler(pub, f.logoutCfg))
-	// /verify is nearly every request: skip the mux's pattern matching.
-	front := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/verify" {
-			v.ServeHTTP(w, r)
-			return
-		}
-		mux.ServeHTTP(w, r)
-	})
-	servers := []*http.Server{newServer(front, log)}
+	var front server = &authz.Server{Verifier: v, Fallback: mux, IdleTimeout: 5 * time.Minute, Log: log}
+	if f.stdlibHTTP {
+		// /verify is nearly every request: skip the mux's pattern matching.
+		front = newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/verify" {
+				v.ServeHTTP(w, r)
+				return
+			}
+			mux.ServeHTTP(w, r)
+		}), log)
+	}
+	servers := []server{front}
 	listeners := []net.Listener{ln}
 	if f.metricsListen != "" {
 		mln, err := net.Listen("tcp", f.metricsListen)
@@ -322,7 +327,11 @@ func serve(ctx context.Context, f *serveFlags) error {
 	go func() { sub.Run(ctx); close(subDone) }()
 	errc := make(chan error, len(servers))
 	for i, s := range servers {
-		go func() { errc <- s.Serve(listeners[i]) }()
+		go func() {
+			if err := s.Serve(listeners[i]); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
 	}
 	if err := v.Ready(ctx); err != nil {
 		log.Warn("redis not reachable yet; answering 503 until it is", "err", err)
@@ -378,6 +387,12 @@ func (f *serveFlags) subscriber(v *authz.Verifier, cfg authz.Config, log *slog.L
 		return nil, nil, err
 	}
 	return sub, c, nil
+}
+
+// server is an *http.Server or an *authz.Server.
+type server interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
 }
 
 // newServer bounds what a slow or idle client can hold. No ReadTimeout or

@@ -1,0 +1,633 @@
+package authz
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Server serves the verify endpoint to Nginx over HTTP/1.1 keep-alive
+// connections, and hands every other path to a fallback http.Handler.
+//
+// Why not net/http alone: an auth subrequest is a few header lines in and a
+// few header lines out, and on the machines authz shares with Nginx the
+// generic server's per-request work (a Request and its Header map, a
+// context, deadline timers, a background read per request) costs more CPU
+// than the decision itself, and Nginx waits on every one of them. Server
+// parses only what a verify request needs and writes the answer straight
+// into the connection's buffer.
+//
+// It is deliberately narrow and fails closed: only origin-form targets,
+// HTTP/1.0 and 1.1, no header folding, no chunked request bodies, bounded
+// header size; anything else is answered 400, 413, 431 or 501 and the
+// connection closed. Nginx never sends those to an upstream, and a 4xx/5xx
+// on an auth subrequest denies the request.
+type Server struct {
+	// Verifier answers /verify.
+	Verifier *Verifier
+	// Fallback serves every other path (/healthz, /readyz, /logout); its
+	// response is buffered and sent with a Content-Length.
+	Fallback http.Handler
+	// IdleTimeout closes a connection with no request for this long; it
+	// also bounds reading one request's header (default 5 minutes).
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's line and header (default 64 KiB).
+	MaxHeaderBytes int
+	// Log gets connection-level errors (default: discarded).
+	Log *slog.Logger
+
+	ctx     context.Context
+	cancel  context.CancelFunc
+	once    sync.Once
+	mu      sync.Mutex
+	ln      net.Listener
+	conns   map[*serverConn]struct{}
+	closing atomic.Bool
+	wg      sync.WaitGroup
+	date    atomic.Pointer[dateLine]
+}
+
+// maxBody bounds a request body the fallback may read (a logout form).
+const maxBody = 64 << 10
+
+// lineBuffer bounds one header line; Nginx's own default
+// (large_client_header_buffers 4 8k) keeps lines under 8 KiB.
+const lineBuffer = 16 << 10
+
+func (s *Server) init() {
+	s.once.Do(func() {
+		if s.IdleTimeout <= 0 {
+			s.IdleTimeout = 5 * time.Minute
+		}
+		if s.MaxHeaderBytes <= 0 {
+			s.MaxHeaderBytes = 64 << 10
+		}
+		if s.Log == nil {
+			s.Log = slog.New(slog.DiscardHandler)
+		}
+		if s.Fallback == nil {
+			s.Fallback = http.NotFoundHandler()
+		}
+		s.ctx, s.cancel = context.WithCancel(context.Background())
+		s.conns = make(map[*serverConn]struct{})
+	})
+}
+
+// Serve accepts connections on ln until Shutdown. It returns
+// http.ErrServerClosed after Shutdown, like http.Server.
+func (s *Server) Serve(ln net.Listener) error {
+	s.init()
+	s.mu.Lock()
+	s.ln = ln
+	s.mu.Unlock()
+	if s.closing.Load() {
+		ln.Close()
+		return http.ErrServerClosed
+	}
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return http.ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.Log.Warn("accept failed; retrying", "err", err, "in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		sc := &serverConn{s: s, c: c}
+		s.mu.Lock()
+		if s.closing.Load() {
+			s.mu.Unlock()
+			c.Close()
+			return http.ErrServerClosed
+		}
+		s.conns[sc] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go sc.serve()
+	}
+}
+
+// Shutdown stops accepting, lets every request in progress finish, closes
+// idle connections, and waits for all of them until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.closing.Store(true)
+	s.mu.Lock()
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	for sc := range s.conns {
+		sc.wakeIfIdle()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+		s.cancel()
+		s.mu.Lock()
+		for sc := range s.conns {
+			sc.c.Close()
+		}
+		s.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+type serverConn struct {
+	s  *Server
+	c  net.Conn
+	br *bufio.Reader
+	bw *bufio.Writer
+	// req and arena are reused for every request on the connection:
+	// nothing of a verify request outlives its answer.
+	req   request
+	arena []byte
+	// busy is set while a request is being handled, so Shutdown only
+	// interrupts connections waiting for their next request.
+	busy atomic.Bool
+}
+
+func (sc *serverConn) wakeIfIdle() {
+	if !sc.busy.Load() {
+		sc.c.SetReadDeadline(time.Now())
+	}
+}
+
+// request is one parsed request; strings are copies, safe to keep.
+type request struct {
+	method, target, path, rawQuery string
+	minor                          int // HTTP/1.<minor>
+	header                         http.Header
+	cookies                        []string
+	origURI                        string
+	contentLength                  int64
+	close                          bool
+}
+
+// Parse errors and the status each answers with.
+type parseError struct {
+	status int
+	msg    string
+}
+
+func (e *parseError) Error() string { return e.msg }
+
+var (
+	errBadRequest   = &parseError{http.StatusBadRequest, "malformed request"}
+	errHeaderTooBig = &parseError{http.StatusRequestHeaderFieldsTooLarge, "request header too large"}
+	errBodyTooBig   = &parseError{http.StatusRequestEntityTooLarge, "request body too large"}
+	errChunked      = &parseError{http.StatusNotImplemented, "chunked request bodies are not supported"}
+)
+
+func (sc *serverConn) serve() {
+	s := sc.s
+	defer func() {
+		sc.c.Close()
+		s.mu.Lock()
+		delete(s.conns, sc)
+		s.mu.Unlock()
+		s.wg.Done()
+	}()
+	sc.br = bufio.NewReaderSize(sc.c, lineBuffer)
+	sc.bw = bufio.NewWriterSize(sc.c, 4096)
+	var q Query
+	var deadline time.Time
+	for {
+		if s.closing.Load() {
+			return
+		}
+		if sc.br.Buffered() == 0 {
+			// Only a connection waiting for a request needs a deadline,
+			// and re-arming a timer per request costs more than the rest of
+			// the read: re-arm it when half of it is used up, so a
+			// connection idles between IdleTimeout/2 and IdleTimeout.
+			if now := time.Now(); now.After(deadline.Add(-s.IdleTimeout / 2)) {
+				deadline = now.Add(s.IdleTimeout)
+				sc.c.SetReadDeadline(deadline)
+			}
+		}
+		req, err := sc.readRequest()
+		sc.busy.Store(true)
+		if err != nil {
+			var pe *parseError
+			if errors.As(err, &pe) {
+				sc.writeSimple(pe.status, "close")
+				sc.bw.Flush()
+			}
+			return
+		}
+		if req.path == "/verify" {
+			q = Query{RawQuery: req.rawQuery, Cookies: req.cookies, OriginalURI: req.origURI}
+			sc.writeAnswer(s.Verifier.Decide(s.ctx, &q), req)
+		} else if err := sc.fallback(req); err != nil {
+			return
+		}
+		if req.close || s.closing.Load() {
+			sc.bw.Flush()
+			return
+		}
+		if sc.br.Buffered() == 0 {
+			if err := sc.bw.Flush(); err != nil {
+				return
+			}
+		}
+		sc.busy.Store(false)
+	}
+}
+
+// readRequest parses one request's line, header and (discarded or
+// buffered) body.
+func (sc *serverConn) readRequest() (*request, error) {
+	budget := sc.s.MaxHeaderBytes
+	line, err := sc.readLine(&budget)
+	if err != nil {
+		return nil, err
+	}
+	req := &sc.req
+	*req = request{cookies: req.cookies[:0]}
+	// METHOD SP target SP HTTP/1.x
+	sp1 := bytes.IndexByte(line, ' ')
+	if sp1 <= 0 {
+		return nil, errBadRequest
+	}
+	rest := line[sp1+1:]
+	sp2 := bytes.IndexByte(rest, ' ')
+	if sp2 <= 0 {
+		return nil, errBadRequest
+	}
+	method, target, proto := line[:sp1], rest[:sp2], rest[sp2+1:]
+	if !isToken(method) || target[0] != '/' || !validTarget(target) {
+		return nil, errBadRequest
+	}
+	switch string(proto) {
+	case "HTTP/1.1":
+		req.minor = 1
+	case "HTTP/1.0":
+		req.minor = 0
+		req.close = true
+	default:
+		return nil, errBadRequest
+	}
+	// Every value a verify request needs is copied into one arena and
+	// turned into one string at the end: one allocation per request
+	// instead of one per value. (ReadSlice's lines do not survive the next
+	// read, so they must be copied somewhere.)
+	arena := append(sc.arena[:0], method...)
+	arena = append(arena, target...)
+	var spans []span
+	mark := func(kind int, v []byte) {
+		spans = append(spans, span{kind, len(arena), len(arena) + len(v)})
+		arena = append(arena, v...)
+	}
+	targetEnd := len(arena)
+	path, _, _ := bytes.Cut(target, []byte{'?'})
+	full := string(path) != "/verify" // the fallback gets every header
+	if full {
+		req.header = make(http.Header)
+	}
+	sawCL := false
+	for {
+		line, err := sc.readLine(&budget)
+		if err != nil {
+			return nil, err
+		}
+		if len(line) == 0 {
+			break
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 || !isToken(line[:colon]) {
+			// No name, or whitespace before the colon (a smuggling
+			// trick), or a folded continuation line.
+			return nil, errBadRequest
+		}
+		name, value := line[:colon], bytes.Trim(line[colon+1:], " \t")
+		if !validFieldValue(value) {
+			return nil, errBadRequest
+		}
+		switch {
+		case asciiEqualFold(name, "cookie"):
+			mark(spanCookie, value)
+		case asciiEqualFold(name, "x-original-uri"):
+			mark(spanOrigURI, value)
+		case asciiEqualFold(name, "content-length"):
+			n, err := strconv.ParseInt(string(value), 10, 64)
+			if err != nil || n < 0 || sawCL && n != req.contentLength {
+				return nil, errBadRequest
+			}
+			sawCL, req.contentLength = true, n
+		case asciiEqualFold(name, "transfer-encoding"):
+			return nil, errChunked
+		case asciiEqualFold(name, "connection"):
+			if tokenListHas(value, "close") {
+				req.close = true
+			} else if req.minor == 0 && tokenListHas(value, "keep-alive") {
+				req.close = false
+			}
+		}
+		if full {
+			k := http.CanonicalHeaderKey(string(name))
+			req.header[k] = append(req.header[k], string(value))
+		}
+	}
+	if req.contentLength > maxBody {
+		return nil, errBodyTooBig
+	}
+	all := string(arena)
+	sc.arena = arena
+	req.method, req.target = all[:len(method)], all[len(method):targetEnd]
+	req.path, req.rawQuery, _ = cutString(req.target, '?')
+	for _, sp := range spans {
+		switch sp.kind {
+		case spanCookie:
+			req.cookies = append(req.cookies, all[sp.from:sp.to])
+		case spanOrigURI:
+			req.origURI = all[sp.from:sp.to]
+		}
+	}
+	return req, nil
+}
+
+// span locates a header value in a request's arena.
+type span struct{ kind, from, to int }
+
+const (
+	spanCookie = iota
+	spanOrigURI
+)
+
+// readLine returns one header line without its CRLF, charging it to budget.
+func (sc *serverConn) readLine(budget *int) ([]byte, error) {
+	line, err := sc.br.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		return nil, errHeaderTooBig
+	}
+	if err != nil {
+		if len(line) > 0 && errors.Is(err, io.EOF) {
+			return nil, errBadRequest // a request cut short
+		}
+		return nil, err
+	}
+	if *budget -= len(line); *budget < 0 {
+		return nil, errHeaderTooBig
+	}
+	line = line[:len(line)-1]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	return line, nil
+}
+
+// writeAnswer writes a verify answer: status, identity headers, no body.
+func (sc *serverConn) writeAnswer(a Answer, req *request) {
+	if req.contentLength > 0 {
+		// Nginx strips the body of auth subrequests; drop any anyway.
+		if _, err := sc.br.Discard(int(req.contentLength)); err != nil {
+			req.close = true
+		}
+	}
+	status := a.Reason.Status()
+	w := sc.bw
+	w.WriteString(statusLine(status))
+	w.Write(sc.s.dateHeader())
+	switch status {
+	case http.StatusOK:
+		writeHeader(w, sc.s.Verifier.cfg.UserHeader, a.Session.User)
+		for _, h := range a.Session.Headers {
+			writeHeader(w, h.Name, h.Value[0])
+		}
+	case http.StatusUnauthorized:
+		writeHeader(w, "X-Auth-Redirect", a.Redirect)
+	case http.StatusServiceUnavailable:
+		w.WriteString("Retry-After: 1\r\n")
+	}
+	if req.close {
+		w.WriteString("Connection: close\r\n")
+	}
+	w.WriteString("Content-Length: 0\r\n\r\n")
+}
+
+func writeHeader(w *bufio.Writer, name, value string) {
+	w.WriteString(name)
+	w.WriteString(": ")
+	w.WriteString(value)
+	w.WriteString("\r\n")
+}
+
+func (sc *serverConn) writeSimple(status int, connection string) {
+	w := sc.bw
+	w.WriteString(statusLine(status))
+	w.Write(sc.s.dateHeader())
+	if connection != "" {
+		w.WriteString("Connection: " + connection + "\r\n")
+	}
+	w.WriteString("Content-Length: 0\r\n\r\n")
+}
+
+// fallback runs the fallback handler with a buffered response.
+func (sc *serverConn) fallback(req *request) error {
+	var body []byte
+	if req.contentLength > 0 {
+		body = make([]byte, req.contentLength)
+		if _, err := io.ReadFull(sc.br, body); err != nil {
+			return err
+		}
+	}
+	r, err := http.NewRequestWithContext(sc.s.ctx, req.method, req.target, bytes.NewReader(body))
+	if err != nil {
+		sc.writeSimple(http.StatusBadRequest, "close")
+		sc.bw.Flush()
+		return err
+	}
+	r.RequestURI = req.target
+	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/1."+strconv.Itoa(req.minor), 1, req.minor
+	r.Header = req.header
+	r.Host = req.header.Get("Host")
+	r.ContentLength = req.contentLength
+	r.RemoteAddr = sc.c.RemoteAddr().String()
+	r.Close = req.close
+	rw := &bufferedResponse{h: make(http.Header)}
+	sc.s.Fallback.ServeHTTP(rw, r)
+	if rw.status == 0 {
+		rw.status = http.StatusOK
+	}
+	w := sc.bw
+	w.WriteString(statusLine(rw.status))
+	w.Write(sc.s.dateHeader())
+	if rw.h.Get("Content-Type") == "" && rw.body.Len() > 0 {
+		rw.h.Set("Content-Type", http.DetectContentType(rw.body.Bytes()))
+	}
+	rw.h.Del("Content-Length")
+	rw.h.Del("Connection")
+	rw.h.Del("Transfer-Encoding")
+	if err := rw.h.Write(w); err != nil {
+		return err
+	}
+	if req.close {
+		w.WriteString("Connection: close\r\n")
+	}
+	w.WriteString("Content-Length: " + strconv.Itoa(rw.body.Len()) + "\r\n\r\n")
+	if req.method != http.MethodHead {
+		w.Write(rw.body.Bytes())
+	}
+	return nil
+}
+
+// bufferedResponse collects a fallback handler's answer.
+type bufferedResponse struct {
+	h      http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (b *bufferedResponse) Header() http.Header { return b.h }
+func (b *bufferedResponse) WriteHeader(code int) {
+	if b.status == 0 {
+		b.status = code
+	}
+}
+func (b *bufferedResponse) Write(p []byte) (int, error) {
+	if b.status == 0 {
+		b.status = http.StatusOK
+	}
+	return b.body.Write(p)
+}
+
+var statusLines sync.Map // int -> string
+
+func statusLine(code int) string {
+	if l, ok := statusLines.Load(code); ok {
+		return l.(string)
+	}
+	text := http.StatusText(code)
+	if text == "" {
+		text = "Status " + strconv.Itoa(code)
+	}
+	l := "HTTP/1.1 " + strconv.Itoa(code) + " " + text + "\r\n"
+	statusLines.Store(code, l)
+	return l
+}
+
+// dateLine is the Date header, formatted once a second.
+type dateLine struct {
+	sec  int64
+	line []byte
+}
+
+func (s *Server) dateHeader() []byte {
+	now := time.Now()
+	if d := s.date.Load(); d != nil && d.sec == now.Unix() {
+		return d.line
+	}
+	d := &dateLine{sec: now.Unix(), line: []byte("Date: " + now.UTC().Format(http.TimeFormat) + "\r\n")}
+	s.date.Store(d)
+	return d.line
+}
+
+func cutString(s string, sep byte) (before, after string, found bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == sep {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+// isToken reports whether b is an HTTP token (RFC 9110 tchar).
+func isToken(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c >= 0x80 || !tchar[c] {
+			return false
+		}
+	}
+	return true
+}
+
+var tchar = func() (t [128]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// validTarget accepts the visible ASCII an origin-form target may hold.
+func validTarget(b []byte) bool {
+	for _, c := range b {
+		if c <= 0x20 || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// validFieldValue refuses control characters other than tab.
+func validFieldValue(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func asciiEqualFold(b []byte, lower string) bool {
+	if len(b) != len(lower) {
+		return false
+	}
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// tokenListHas reports whether a comma-separated header value lists tok.
+func tokenListHas(v []byte, tok string) bool {
+	for len(v) > 0 {
+		var part []byte
+		if i := bytes.IndexByte(v, ','); i >= 0 {
+			part, v = v[:i], v[i+1:]
+		} else {
+			part, v = v, nil
+		}
+		if asciiEqualFold(bytes.Trim(part, " \t"), tok) {
+			return true
+		}
+	}
+	return false
+}

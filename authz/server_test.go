@@ -1,0 +1,260 @@
+package authz
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// startServer serves f's Verifier with Server on a loopback port, with a
+// fallback that answers /healthz and echoes POST bodies.
+func startServer(t *testing.T, f *fixture) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", Healthz)
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Method", r.Method)
+		w.Header().Set("X-Host", r.Host)
+		w.Write(b)
+	})
+	s := &Server{Verifier: f.v, Fallback: mux, IdleTimeout: 2 * time.Second, MaxHeaderBytes: 8 << 10}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-done; err != http.ErrServerClosed {
+			t.Errorf("Serve returned %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+// exchange writes raw to a fresh connection and reads every response
+// until the server closes it or n responses came.
+func exchange(t *testing.T, addr, raw string, n int) ([]*http.Response, bool) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	var out []*http.Response
+	for len(out) < n {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return out, true
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		resp.Header.Set("X-Body", string(b))
+		out = append(out, resp)
+	}
+	// Closed after the last answer?
+	c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	_, err = br.ReadByte()
+	// EOF, or a reset when the server closed with our unread bytes queued.
+	var ne net.Error
+	closed := err != nil && !(errors.As(err, &ne) && ne.Timeout())
+	return out, closed
+}
+
+func TestServerVerify(t *testing.T) {
+	f := newFixture(t, nil)
+	addr := startServer(t, f)
+	_, alice := f.session(aliceJSON, time.Hour)
+	req := func(extra string) string {
+		return "GET /verify HTTP/1.1\r\nHost: authz\r\nCookie: a=1; connect.sid=" + alice + "\r\n" + extra + "\r\n"
+	}
+	// Three pipelined requests on one connection, different answers.
+	raw := req("") +
+		"GET /verify HTTP/1.1\r\nHost: authz\r\nX-Original-URI: /x?y=1\r\n\r\n" +
+		"GET /verify?allow_users=bob HTTP/1.1\r\nHost: authz\r\nCookie: connect.sid=" + alice + "\r\n\r\n"
+	resps, closed := exchange(t, addr, raw, 3)
+	if len(resps) != 3 || closed {
+		t.Fatalf("got %d answers, closed=%v; want 3 on a kept-alive connection", len(resps), closed)
+	}
+	if r := resps[0]; r.StatusCode != 200 || r.Header.Get("X-Auth-User") != "alice" || r.Header.Get("X-Auth-Email") != "alice@example.com" || r.ContentLength != 0 {
+		t.Errorf("allowed: %d %v", r.StatusCode, r.Header)
+	}
+	if r := resps[1]; r.StatusCode != 401 || r.Header.Get("X-Auth-Redirect") != "/login?rd=%2Fx%3Fy%3D1" {
+		t.Errorf("no cookie: %d %v", r.StatusCode, r.Header)
+	}
+	if r := resps[2]; r.StatusCode != 403 || r.Header.Get("X-Auth-User") != "" {
+		t.Errorf("rule: %d %v", r.StatusCode, r.Header)
+	}
+	for _, r := range resps {
+		if r.Header.Get("Date") == "" {
+			t.Error("no Date header")
+		}
+	}
+
+	// The same answers net/http gives through ServeHTTP.
+	for _, q := range []string{"", "allow_roles=admin", "allow_roles=ops", "nope=1"} {
+		fr, _ := exchange(t, addr, "HEAD /verify?"+q+" HTTP/1.1\r\nCookie: connect.sid="+alice+"\r\n\r\n", 1)
+		w := f.verify(alice, q)
+		if len(fr) != 1 || fr[0].StatusCode != w.Code || fr[0].Header.Get("X-Auth-User") != w.Header().Get("X-Auth-User") {
+			t.Errorf("query %q: Server and ServeHTTP disagree: %v vs %d %v", q, fr, w.Code, w.Header())
+		}
+	}
+}
+
+func TestServerConnectionHandling(t *testing.T) {
+	f := newFixture(t, nil)
+	addr := startServer(t, f)
+	tests := []struct {
+		name   string
+		raw    string
+		status int
+		closed bool
+	}{
+		{"HTTP/1.0 closes", "GET /verify HTTP/1.0\r\n\r\n", 401, true},
+		{"HTTP/1.0 keep-alive", "GET /verify HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 401, false},
+		{"Connection: close", "GET /verify HTTP/1.1\r\nConnection: close\r\n\r\n", 401, true},
+		{"LF-only lines", "GET /verify HTTP/1.1\nHost: x\n\n", 401, false},
+		{"body discarded", "POST /verify HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", 401, false},
+		{"fallback", "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200, false},
+		{"unknown path", "GET /nope HTTP/1.1\r\n\r\n", 404, false},
+		{"chunked refused", "POST /verify HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501, true},
+		{"space before colon", "GET /verify HTTP/1.1\r\nCookie : connect.sid=x\r\n\r\n", 400, true},
+		{"folded header", "GET /verify HTTP/1.1\r\nX-A: 1\r\n  folded\r\n\r\n", 400, true},
+		{"no colon", "GET /verify HTTP/1.1\r\nnonsense\r\n\r\n", 400, true},
+		{"absolute target", "GET http://x/verify HTTP/1.1\r\n\r\n", 400, true},
+		{"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, true},
+		{"bad version", "GET /verify HTTP/1.2\r\n\r\n", 400, true},
+		{"NUL in value", "GET /verify HTTP/1.1\r\nCookie: a\x00b\r\n\r\n", 400, true},
+		{"conflicting lengths", "POST /echo HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400, true},
+		{"negative length", "POST /echo HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400, true},
+		{"body too large", "POST /echo HTTP/1.1\r\nContent-Length: 999999\r\n\r\n", 413, true},
+		{"header too large", "GET /verify HTTP/1.1\r\nCookie: " + strings.Repeat("a", 9000) + "\r\n\r\n", 431, true},
+		{"line too long", "GET /verify HTTP/1.1\r\nCookie: " + strings.Repeat("a", 20000) + "\r\n\r\n", 431, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resps, closed := exchange(t, addr, tt.raw, 1)
+			if len(resps) != 1 {
+				t.Fatalf("no answer")
+			}
+			if resps[0].StatusCode != tt.status || closed != tt.closed {
+				t.Errorf("status %d closed %v; want %d closed %v", resps[0].StatusCode, closed, tt.status, tt.closed)
+			}
+		})
+	}
+	resps, _ := exchange(t, addr, "POST /echo HTTP/1.1\r\nHost: app.example\r\nContent-Length: 5\r\n\r\nhello", 1)
+	if r := resps[0]; r.Header.Get("X-Body") != "hello" || r.Header.Get("X-Method") != "POST" || r.Header.Get("X-Host") != "app.example" {
+		t.Errorf("fallback got %v", r.Header)
+	}
+	resps, _ = exchange(t, addr, "HEAD /healthz HTTP/1.1\r\n\r\n", 1)
+	if r := resps[0]; r.StatusCode != 200 || r.ContentLength != 3 || r.Header.Get("X-Body") != "" {
+		t.Errorf("HEAD fallback: %d len %d body %q", r.StatusCode, r.ContentLength, r.Header.Get("X-Body"))
+	}
+}
+
+func TestServerShutdownDrains(t *testing.T) {
+	f := newFixture(t, nil)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	s := &Server{Verifier: f.v}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	// An idle keep-alive connection must not hold shutdown up.
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /verify HTTP/1.1\r\n\r\n")
+	if _, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown with an idle connection: %v", err)
+	}
+	if err := <-done; err != http.ErrServerClosed {
+		t.Fatalf("Serve: %v", err)
+	}
+	if _, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		t.Fatal("still accepting after Shutdown")
+	}
+}
+
+// FuzzServer feeds arbitrary bytes to a connection: the server must answer
+// or close, never crash, and never allow: no input can carry a valid
+// signature for a stored session.
+func FuzzServer(f *testing.F) {
+	f.Add("GET /verify HTTP/1.1\r\nCookie: connect.sid=x\r\n\r\n")
+	f.Add("POST /healthz HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /verify HTTP/1.0\r\n\r\n")
+	f.Add("GET /verify HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n")
+	f.Add("GET /healthz?x HTTP/1.1\r\nHost: a\r\nConnection: close, keep-alive\r\n\r\n")
+	f.Add("GET /verify?allow_users=a HTTP/1.1\r\nX-Original-URI: //evil\r\nCookie: connect.sid=s%3Aabc.def\r\n\r\n")
+	// A Redis nobody listens on: a request that got as far as Redis would
+	// answer 503, never 200.
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+	defer rdb.Close()
+	v, err := New(Config{Secrets: []string{"keyboard cat"}, RedisTimeout: 50 * time.Millisecond}, rdb,
+		prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		s := &Server{Verifier: v, Fallback: http.HandlerFunc(Healthz)}
+		s.init()
+		c := &scriptConn{in: strings.NewReader(raw)}
+		sc := &serverConn{s: s, c: c}
+		s.wg.Add(1)
+		s.conns[sc] = struct{}{}
+		sc.serve()
+		br := bufio.NewReader(&c.out)
+		for {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				break
+			}
+			if resp.StatusCode == 200 && resp.Header.Get("X-Auth-User") != "" {
+				t.Fatalf("allowed %q", raw)
+			}
+			io.Copy(io.Discard, resp.Body)
+		}
+	})
+}
+
+// scriptConn is a connection whose peer sent in and then closed its side;
+// what the server writes collects in out.
+type scriptConn struct {
+	in  *strings.Reader
+	out bytes.Buffer
+}
+
+func (c *scriptConn) Read(p []byte) (int, error)         { return c.in.Read(p) }
+func (c *scriptConn) Write(p []byte) (int, error)        { return c.out.Write(p) }
+func (c *scriptConn) Close() error                       { return nil }
+func (c *scriptConn) LocalAddr() net.Addr                { return &net.TCPAddr{} }
+func (c *scriptConn) RemoteAddr() net.Addr               { return &net.TCPAddr{} }
+func (c *scriptConn) SetDeadline(time.Time) error        { return nil }
+func (c *scriptConn) SetReadDeadline(time.Time) error    { return nil }
+func (c *scriptConn) SetWriteDeadline(t time.Time) error { return nil }
