@@ -242,7 +242,13 @@ func (v *Verifier) UserHeader() string { return v.cfg.UserHeader }
 // Nginx can keep its connection to authz alive. Any method is accepted:
 // auth_request subrequests inherit the method of the request they guard.
 func (v *Verifier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	q := Query{RawQuery: r.URL.RawQuery, Cookies: r.Header["Cookie"], OriginalURI: r.Header.Get("X-Original-URI")}
+	// Index the header by its canonical key: Get("X-Original-URI") would
+	// allocate the canonical form on every request.
+	var orig string
+	if vs := r.Header["X-Original-Uri"]; len(vs) > 0 {
+		orig = vs[0]
+	}
+	q := Query{RawQuery: r.URL.RawQuery, Cookies: r.Header["Cookie"], OriginalURI: orig}
 	a := v.Decide(r.Context(), &q)
 	h := w.Header()
 	switch a.Reason.Status() {
