@@ -1,6 +1,8 @@
 package authz
 
 import (
+	"bytes"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -114,4 +116,55 @@ func BenchmarkDecode(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkServerVerify is the whole in-process path of authz.Server: parse
+// a pipelined auth subrequest from the connection buffer, decide (cache
+// hit), write the answer. No syscalls: a scripted connection.
+func BenchmarkServerVerify(b *testing.B) {
+	f := newFixture(b, func(c *Config) { c.CacheTTL = time.Hour })
+	_, c := f.session(aliceJSON, time.Hour)
+	req := "GET /verify HTTP/1.1\r\nHost: authz\r\nX-Original-URI: /app/dashboard\r\nX-Original-Method: GET\r\n" +
+		"Cookie: _ga=GA1.1.1234; connect.sid=" + c + "\r\n\r\n"
+	s := &Server{Verifier: f.v}
+	s.init()
+	conn := &repeatConn{req: req, n: b.N}
+	sc := &serverConn{s: s, c: conn}
+	s.wg.Add(1)
+	s.conns[sc] = struct{}{}
+	b.ReportAllocs()
+	b.ResetTimer()
+	sc.serve()
+	b.StopTimer()
+	if want := b.N; conn.answers != want {
+		b.Fatalf("%d answers, want %d", conn.answers, want)
+	}
+}
+
+// repeatConn delivers req n times, then EOF, and counts 200 answers.
+type repeatConn struct {
+	scriptConn
+	req     string
+	n, off  int
+	answers int
+}
+
+func (c *repeatConn) Read(p []byte) (int, error) {
+	total := 0
+	for len(p) > 0 && c.n > 0 {
+		k := copy(p, c.req[c.off:])
+		p, total, c.off = p[k:], total+k, c.off+k
+		if c.off == len(c.req) {
+			c.off, c.n = 0, c.n-1
+		}
+	}
+	if total == 0 {
+		return 0, io.EOF
+	}
+	return total, nil
+}
+
+func (c *repeatConn) Write(p []byte) (int, error) {
+	c.answers += bytes.Count(p, []byte("HTTP/1.1 200 OK"))
+	return len(p), nil
 }

@@ -164,6 +164,7 @@ type serverConn struct {
 	// nothing of a verify request outlives its answer.
 	req   request
 	arena []byte
+	spans []span
 	// busy is set while a request is being handled, so Shutdown only
 	// interrupts connections waiting for their next request.
 	busy atomic.Bool
@@ -296,7 +297,7 @@ func (sc *serverConn) readRequest() (*request, error) {
 	// read, so they must be copied somewhere.)
 	arena := append(sc.arena[:0], method...)
 	arena = append(arena, target...)
-	var spans []span
+	spans := sc.spans[:0]
 	mark := func(kind int, v []byte) {
 		spans = append(spans, span{kind, len(arena), len(arena) + len(v)})
 		arena = append(arena, v...)
@@ -355,7 +356,7 @@ func (sc *serverConn) readRequest() (*request, error) {
 		return nil, errBodyTooBig
 	}
 	all := string(arena)
-	sc.arena = arena
+	sc.arena, sc.spans = arena, spans
 	req.method, req.target = all[:len(method)], all[len(method):targetEnd]
 	req.path, req.rawQuery, _ = cutString(req.target, '?')
 	for _, sp := range spans {
