@@ -11,6 +11,8 @@ command -v nginx >/dev/null 2>&1 || need+=(nginx)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# The browser test drives Debian's Chromium with playwright-core.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # Validates docker-compose.yml offline (deploy/compose_test.go).
 command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
 
