@@ -257,6 +257,9 @@ cat >"$TMP/backend/site.conf" <<EOF
 # it was given, so the checks can see authz's answer reach the app.
 server {
     listen $H:$P_APP;
+    # As high as the product's upstream keepalive_requests: no scenario
+    # pays for reconnects the others do not.
+    keepalive_requests 100000;
     location / {
         add_header X-Seen-User \$http_x_auth_user;
         return 200 "hello\n";
@@ -265,6 +268,7 @@ server {
 # (e): what a zero-cost auth server answers.
 server {
     listen $H:$P_FAKE;
+    keepalive_requests 100000;
     location / {
         add_header X-Auth-User alice;
         return 200 "";
@@ -284,6 +288,7 @@ map "" \$authz_name  { default ""; }
 upstream app {
     server $H:$P_APP;
     keepalive 128;
+    keepalive_requests 100000;
 }
 server {
     listen $H:$P_A;
