@@ -24,7 +24,7 @@ unit:
 bench: bench-go bench-load bench-logout
 
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./authz/ | tee bin/bench-go.txt
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./authz/ | tee bin/bench-go.txt
 
 bench-load: build
 	scripts/loadtest.sh
