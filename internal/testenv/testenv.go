@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -133,6 +134,11 @@ func StartCmd(t testing.TB, name string, cmd *exec.Cmd) *Process {
 	t.Helper()
 	p := &Process{cmd: cmd, out: &lockedBuffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if p.cmd.SysProcAttr == nil {
+		// If the test binary is killed outright, its servers die with it
+		// rather than linger on their ports.
+		p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v (is it installed? .ci/run installs it)", name, err)
 	}
