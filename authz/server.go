@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -205,14 +206,21 @@ var (
 func (sc *serverConn) serve() {
 	s := sc.s
 	defer func() {
+		// A panicking handler costs its connection, not the process.
+		if p := recover(); p != nil && p != http.ErrAbortHandler {
+			s.Log.Error("panic serving a connection", "panic", p, "stack", string(debug.Stack()))
+		}
+		sc.bw.Flush()
 		sc.c.Close()
 		s.mu.Lock()
 		delete(s.conns, sc)
 		s.mu.Unlock()
 		s.wg.Done()
 	}()
-	sc.br = bufio.NewReaderSize(sc.c, lineBuffer)
+	// Answers wait in bw while more pipelined requests are already
+	// buffered; flushingReader sends them before any read that could block.
 	sc.bw = bufio.NewWriterSize(sc.c, 4096)
+	sc.br = bufio.NewReaderSize(flushingReader{sc}, lineBuffer)
 	var q Query
 	var deadline time.Time
 	for {
@@ -227,6 +235,9 @@ func (sc *serverConn) serve() {
 			if now := time.Now(); now.After(deadline.Add(-s.IdleTimeout / 2)) {
 				deadline = now.Add(s.IdleTimeout)
 				sc.c.SetReadDeadline(deadline)
+				if s.closing.Load() {
+					return // Shutdown's wake-up may have come just before
+				}
 			}
 		}
 		req, err := sc.readRequest()
@@ -239,23 +250,34 @@ func (sc *serverConn) serve() {
 			}
 			return
 		}
+		if s.closing.Load() {
+			req.close = true // say so in this last answer
+		}
 		if req.path == "/verify" {
 			q = Query{RawQuery: req.rawQuery, Cookies: req.cookies, OriginalURI: req.origURI}
 			sc.writeAnswer(s.Verifier.Decide(s.ctx, &q), req)
 		} else if err := sc.fallback(req); err != nil {
 			return
 		}
-		if req.close || s.closing.Load() {
-			sc.bw.Flush()
-			return
-		}
-		if sc.br.Buffered() == 0 {
-			if err := sc.bw.Flush(); err != nil {
-				return
-			}
+		if req.close {
+			return // the deferred flush sends the answer
 		}
 		sc.busy.Store(false)
 	}
+}
+
+// flushingReader reads from the connection after sending any buffered
+// answers, so a client that pipelines never waits on an answer authz has
+// already written.
+type flushingReader struct{ sc *serverConn }
+
+func (r flushingReader) Read(p []byte) (int, error) {
+	if r.sc.bw.Buffered() > 0 {
+		if err := r.sc.bw.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	return r.sc.c.Read(p)
 }
 
 // readRequest parses one request's line, header and (discarded or

@@ -174,6 +174,39 @@ func TestServerConnectionHandling(t *testing.T) {
 	}
 }
 
+func TestServerPipelinedAnswerNotHeldBack(t *testing.T) {
+	f := newFixture(t, nil)
+	addr := startServer(t, f)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	// A whole request and the start of the next: the first answer must
+	// come although the server is waiting for the rest of the second.
+	io.WriteString(c, "GET /verify HTTP/1.1\r\nHost: a\r\n\r\nGET /veri")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != 401 {
+		t.Fatalf("first answer: %v, %v", resp, err)
+	}
+}
+
+func TestServerSurvivesHandlerPanic(t *testing.T) {
+	f := newFixture(t, nil)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	s := &Server{Verifier: f.v, Fallback: http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("boom") })}
+	go s.Serve(ln)
+	defer s.Shutdown(context.Background())
+	resps, closed := exchange(t, ln.Addr().String(), "GET /boom HTTP/1.1\r\n\r\n", 1)
+	if len(resps) != 0 || !closed {
+		t.Fatalf("panicking handler: %d answers, closed=%v; want the connection closed", len(resps), closed)
+	}
+	if resps, _ := exchange(t, ln.Addr().String(), "GET /verify HTTP/1.1\r\n\r\n", 1); len(resps) != 1 || resps[0].StatusCode != 401 {
+		t.Fatalf("after a panic the server no longer answers: %v", resps)
+	}
+}
+
 func TestServerShutdownDrains(t *testing.T) {
 	f := newFixture(t, nil)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")

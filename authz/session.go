@@ -179,7 +179,7 @@ func identity(v any) (string, error) {
 		return "", fmt.Errorf("user is a boolean")
 	case string:
 		if x != "" && !validHeaderValue(x) {
-			return "", fmt.Errorf("user id has control characters or is too long")
+			return "", fmt.Errorf("user id has control characters, spaces around it, or is too long")
 		}
 		return x, nil
 	case json.Number:
@@ -245,9 +245,13 @@ func scalar(v any) (string, bool) {
 }
 
 // validHeaderValue refuses control characters (CR and LF above all: header
-// injection) and oversized values.
+// injection), oversized values, and spaces or tabs at either end: Nginx
+// trims those, so "admin " would reach a service as "admin".
 func validHeaderValue(s string) bool {
 	if len(s) > maxHeaderValue {
+		return false
+	}
+	if n := len(s); n > 0 && (s[0] == ' ' || s[0] == '\t' || s[n-1] == ' ' || s[n-1] == '\t') {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

@@ -24,10 +24,10 @@ func newLogout() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "logout (--session <id or cookie value> | --user <id>)",
 		Short: "End a session, or every session of a user, on every instance",
-		Long: "End a session (--session: its id or the cookie value) or every session of a user\\n" +
-			"(--user: the id authz shows in X-Auth-User). The sessions are revoked in Redis (a\\n" +
-			"marker, then DEL, so an app that saves them again cannot revive them) and a logout\\n" +
-			"event is published so every authz instance and service cache drops them at once.\\n" +
+		Long: "End a session (--session: its id or the cookie value) or every session of a user\n" +
+			"(--user: the id authz shows in X-Auth-User). The sessions are revoked in Redis (a\n" +
+			"marker, then DEL, so an app that saves them again cannot revive them) and a logout\n" +
+			"event is published so every authz instance and service cache drops them at once.\n" +
 			"Exits 1 when nothing matched or Redis is unreachable.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -49,7 +50,12 @@ func (f *redisFlags) client() (*redis.Client, error) {
 func (f *redisFlags) options() (*redis.Options, error) {
 	opts, err := redis.ParseURL(f.url)
 	if err != nil {
-		return nil, fmt.Errorf("--redis-url: %w", err)
+		// The URL may hold a password: name the problem, not the URL.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("--redis-url is malformed: %v", err)
 	}
 	opts.DialTimeout = f.dialTimeout
 	opts.ReadTimeout = f.timeout
