@@ -74,6 +74,8 @@ func TestServeRefusesToStart(t *testing.T) {
 		{"serve", "--session-secret", "s", "--header", "X-Auth-Email"},
 		{"serve", "--session-secret", "s", "--user-path", "passport..user"},
 		{"serve", "--session-secret", "s", "--cache-ttl", "0s"},
+		{"serve", "--session-secret", "s", "--cache-size", "0"},
+		{"serve", "--session-secret", "s", "--store-ttl", "0s"},
 		{"serve", "--session-secret", "s", "--listen", "256.0.0.1:99999"},
 	} {
 		cmd := newRoot()

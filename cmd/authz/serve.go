@@ -159,6 +159,11 @@ func (f *sessionFlags) config() (authz.Config, error) {
 	if f.redis.timeout <= 0 {
 		return c, errors.New("--redis-timeout must be positive")
 	}
+	// authz.Config reads 0 as "the default"; on the command line it would
+	// be a surprise, so refuse it.
+	if c.MaxSessionBytes <= 0 || c.StoreTTL <= 0 {
+		return c, errors.New("--max-session-bytes and --store-ttl must be positive")
+	}
 	c.RedisTimeout = f.redis.timeout
 	return c, nil
 }
@@ -241,8 +246,8 @@ func (f *serveFlags) config() (authz.Config, error) {
 			*d = -1
 		}
 	}
-	if c.CacheTTL <= 0 {
-		return c, errors.New("--cache-ttl must be positive")
+	if c.CacheTTL <= 0 || c.CacheSize <= 0 || c.MaxCookieBytes <= 0 {
+		return c, errors.New("--cache-ttl, --cache-size and --max-cookie-bytes must be positive")
 	}
 	return c, nil
 }
