@@ -354,6 +354,10 @@ func (sc *serverConn) readRequest() (*request, error) {
 			mark(spanCookie, value)
 		case asciiEqualFold(name, "x-original-uri"):
 			mark(spanOrigURI, value)
+		case asciiEqualFold(name, "x-original-url"):
+			mark(spanOrigURL, value)
+		case asciiEqualFold(name, "x-forwarded-uri"):
+			mark(spanForwardedURI, value)
 		case asciiEqualFold(name, "content-length"):
 			n, err := strconv.ParseInt(string(value), 10, 64)
 			if err != nil || n < 0 || sawCL && n != req.contentLength {
@@ -381,14 +385,18 @@ func (sc *serverConn) readRequest() (*request, error) {
 	sc.arena, sc.spans = arena, spans
 	req.method, req.target = all[:len(method)], all[len(method):targetEnd]
 	req.path, req.rawQuery, _ = cutString(req.target, '?')
+	var from [3]string
 	for _, sp := range spans {
 		switch sp.kind {
 		case spanCookie:
 			req.cookies = append(req.cookies, all[sp.from:sp.to])
-		case spanOrigURI:
-			req.origURI = all[sp.from:sp.to]
+		default:
+			if from[sp.kind-spanOrigURI] == "" {
+				from[sp.kind-spanOrigURI] = all[sp.from:sp.to]
+			}
 		}
 	}
+	req.origURI = OriginalURI(from[0], from[1], from[2])
 	return req, nil
 }
 
@@ -398,6 +406,8 @@ type span struct{ kind, from, to int }
 const (
 	spanCookie = iota
 	spanOrigURI
+	spanOrigURL
+	spanForwardedURI
 )
 
 // readLine returns one header line without its CRLF, charging it to budget.

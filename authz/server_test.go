@@ -113,6 +113,17 @@ func TestServerVerify(t *testing.T) {
 		}
 	}
 
+	// Other proxies' conventions for the original URI.
+	for hdr, want := range map[string]string{
+		"X-Forwarded-Uri: /caddy?x=1":                     "/login?rd=%2Fcaddy%3Fx%3D1",
+		"X-Original-URL: https://app.example/ingress?y=2": "/login?rd=%2Fingress%3Fy%3D2",
+	} {
+		r, _ := exchange(t, addr, "GET /verify HTTP/1.1\r\n"+hdr+"\r\n\r\n", 1)
+		if len(r) != 1 || r[0].Header.Get("X-Auth-Redirect") != want {
+			t.Errorf("%s: %v; want X-Auth-Redirect %s", hdr, r, want)
+		}
+	}
+
 	// The same answers net/http gives through ServeHTTP.
 	for _, q := range []string{"", "allow_roles=admin", "allow_roles=ops", "nope=1"} {
 		fr, _ := exchange(t, addr, "HEAD /verify?"+q+" HTTP/1.1\r\nCookie: connect.sid="+alice+"\r\n\r\n", 1)

@@ -235,6 +235,24 @@ func (v *Verifier) Decide(ctx context.Context, q *Query) Answer {
 	return a
 }
 
+// OriginalURI picks the URI the user asked for from whichever convention
+// the front proxy follows: Nginx's X-Original-URI (as nginx/ sends it),
+// ingress-nginx's X-Original-URL (a whole URL: its path and query are
+// kept), or Traefik's and Caddy's X-Forwarded-Uri. It only feeds the login
+// redirect, which accepts nothing but a local path.
+func OriginalURI(xOriginalURI, xOriginalURL, xForwardedURI string) string {
+	switch {
+	case xOriginalURI != "":
+		return xOriginalURI
+	case xOriginalURL != "":
+		if u, err := url.Parse(xOriginalURL); err == nil && u.Path != "" {
+			return u.RequestURI()
+		}
+		return ""
+	}
+	return xForwardedURI
+}
+
 // UserHeader is the response header carrying the identity.
 func (v *Verifier) UserHeader() string { return v.cfg.UserHeader }
 
@@ -242,12 +260,15 @@ func (v *Verifier) UserHeader() string { return v.cfg.UserHeader }
 // Nginx can keep its connection to authz alive. Any method is accepted:
 // auth_request subrequests inherit the method of the request they guard.
 func (v *Verifier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// Index the header by its canonical key: Get("X-Original-URI") would
+	// Index headers by their canonical keys: Get("X-Original-URI") would
 	// allocate the canonical form on every request.
-	var orig string
-	if vs := r.Header["X-Original-Uri"]; len(vs) > 0 {
-		orig = vs[0]
+	first := func(k string) string {
+		if vs := r.Header[k]; len(vs) > 0 {
+			return vs[0]
+		}
+		return ""
 	}
+	orig := OriginalURI(first("X-Original-Uri"), first("X-Original-Url"), first("X-Forwarded-Uri"))
 	q := Query{RawQuery: r.URL.RawQuery, Cookies: r.Header["Cookie"], OriginalURI: orig}
 	a := v.Decide(r.Context(), &q)
 	h := w.Header()

@@ -362,3 +362,23 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestOriginalURIConventions(t *testing.T) {
+	tests := []struct{ uri, url, fwd, want string }{
+		{"/a?b=1", "https://x/other", "/third", "/a?b=1"},
+		{"", "https://app.example/a/b?c=1", "/third", "/a/b?c=1"},
+		{"", "::not a url", "/third", ""},
+		{"", "", "/from/traefik?x", "/from/traefik?x"},
+		{"", "", "", ""},
+	}
+	for _, tt := range tests {
+		if got := OriginalURI(tt.uri, tt.url, tt.fwd); got != tt.want {
+			t.Errorf("OriginalURI(%q, %q, %q) = %q; want %q", tt.uri, tt.url, tt.fwd, got, tt.want)
+		}
+	}
+	f := newFixture(t, nil)
+	w := f.verify("", "", "X-Forwarded-Uri", "/caddy/path?q=1")
+	if got := w.Header().Get("X-Auth-Redirect"); got != "/login?rd=%2Fcaddy%2Fpath%3Fq%3D1" {
+		t.Errorf("X-Forwarded-Uri: X-Auth-Redirect = %q", got)
+	}
+}

@@ -11,6 +11,8 @@ command -v nginx >/dev/null 2>&1 || need+=(nginx)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# e2e/caddy_test.go runs proxies/Caddyfile.
+command -v caddy >/dev/null 2>&1 || need+=(caddy)
 # The browser test drives Debian's Chromium with playwright-core.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # Validates docker-compose.yml offline (deploy/compose_test.go).
@@ -25,7 +27,7 @@ if ((${#need[@]})); then
 		# The packages start their services; authz's scripts start their own
 		# on free ports, so stop the system ones if they came up.
 		$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-		for s in nginx redis-server; do
+		for s in nginx redis-server caddy; do
 			$sudo service "$s" stop >/dev/null 2>&1 || true
 		done
 	else
