@@ -19,7 +19,7 @@ type metrics struct {
 	invalidated prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, b *breaker, now func() time.Time) (*metrics, error) {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "authz_verify_requests_total",
 		Help: "Verify requests by outcome (allowed, unauthenticated, forbidden, unavailable, misconfigured) and reason.",
@@ -64,6 +64,17 @@ func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient) 
 			Name: "authz_cache_evictions_total", Help: "Cache entries evicted because the cache was full.",
 		}, func() float64 { return float64(c.evictions.Load()) }),
 		poolCollector{rdb},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "authz_redis_breaker_open", Help: "1 while the Redis circuit is open: loads fail at once instead of after the timeout.",
+		}, func() float64 {
+			if b.open(now().UnixNano()) {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "authz_redis_breaker_opens_total", Help: "Times the Redis circuit opened after consecutive failures.",
+		}, func() float64 { return float64(b.opens.Load()) }),
 	}
 	for _, x := range cs {
 		if err := reg.Register(x); err != nil {

@@ -65,6 +65,11 @@ type Config struct {
 	NegativeCacheTTL time.Duration
 	// RedisTimeout bounds each Redis call (default 250ms).
 	RedisTimeout time.Duration
+	// BreakerFailures consecutive Redis failures open the circuit for
+	// BreakerCooldown: loads then fail at once instead of after
+	// RedisTimeout (defaults 5 and 1s; negative BreakerFailures: off).
+	BreakerFailures int
+	BreakerCooldown time.Duration
 
 	// TouchInterval is how often, at most, an allowed session's TTL is
 	// extended (default 60s; negative disables sliding expiry).
@@ -110,6 +115,8 @@ func (c *Config) setDefaults() {
 	defDur(&c.CacheTTL, 5*time.Second)
 	defDur(&c.NegativeCacheTTL, time.Second)
 	defDur(&c.RedisTimeout, 250*time.Millisecond)
+	defInt(&c.BreakerFailures, 5)
+	defDur(&c.BreakerCooldown, time.Second)
 	defDur(&c.TouchInterval, 60*time.Second)
 	defDur(&c.StoreTTL, 86400*time.Second)
 	if c.UserPaths == nil {
@@ -164,7 +171,8 @@ type Verifier struct {
 	touches chan struct{}
 	// bypass turns the cache off while the logout subscription is down:
 	// what is not heard cannot be trusted.
-	bypass atomic.Bool
+	bypass  atomic.Bool
+	breaker breaker
 }
 
 // New builds a Verifier reading sessions through rdb. Metrics go to reg.
@@ -185,10 +193,11 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, log *
 		store: store{rdb: rdb, prefix: cfg.KeyPrefix, timeout: cfg.RedisTimeout,
 			maxBytes: cfg.MaxSessionBytes, revokedPrefix: cfg.RevokedPrefix},
 		cache:   newCache(cfg.CacheSize),
+		breaker: breaker{failures: int32(cfg.BreakerFailures), cooldown: int64(cfg.BreakerCooldown)},
 		log:     log,
 		touches: make(chan struct{}, 64),
 	}
-	m, err := newMetrics(reg, v.cache, rdb)
+	m, err := newMetrics(reg, v.cache, rdb, &v.breaker, cfg.Now)
 	if err != nil {
 		return nil, err
 	}
@@ -364,8 +373,16 @@ func (v *Verifier) load(ctx context.Context, sid []byte) (*entry, error) {
 }
 
 func (v *Verifier) fetch(ctx context.Context, sid string, gen uint64) (*entry, error) {
+	if v.breaker.open(v.cfg.Now().UnixNano()) {
+		return nil, errBreakerOpen
+	}
 	data, ttl, err := v.store.load(ctx, sid)
 	now := v.cfg.Now().UnixNano()
+	if err != nil && !errors.Is(err, errNotFound) && !errors.Is(err, errRevoked) && !errors.Is(err, errTooLarge) {
+		v.breaker.failure(now)
+	} else {
+		v.breaker.success()
+	}
 	negative := func(r Reason) (*entry, error) {
 		e := &entry{reason: r, until: now + int64(v.cfg.NegativeCacheTTL)}
 		if v.cfg.NegativeCacheTTL > 0 {
@@ -438,10 +455,15 @@ func (v *Verifier) maybeTouch(sid []byte, e *entry, s *Session, now int64) {
 	default:
 		return
 	}
+	if v.breaker.open(now) {
+		<-v.touches
+		return
+	}
 	id := string(sid)
 	go func() {
 		defer func() { <-v.touches }()
 		if err := v.store.touch(context.Background(), id, ttl); err != nil {
+			v.breaker.failure(v.cfg.Now().UnixNano())
 			v.metrics.redisErrors.WithLabelValues("touch").Inc()
 			v.log.Warn("sliding expiry failed", "err", err)
 			return

@@ -14,6 +14,7 @@ import (
 
 	"github.com/authz/authz/internal/testenv"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -381,4 +382,37 @@ func TestOriginalURIConventions(t *testing.T) {
 	if got := w.Header().Get("X-Auth-Redirect"); got != "/login?rd=%2Fcaddy%2Fpath%3Fq%3D1" {
 		t.Errorf("X-Forwarded-Uri: X-Auth-Redirect = %q", got)
 	}
+}
+
+func TestBreakerFailsFastWhileRedisIsDown(t *testing.T) {
+	f := newFixture(t, func(c *Config) {
+		c.RedisTimeout = 100 * time.Millisecond
+		c.BreakerFailures = 3
+		c.BreakerCooldown = 200 * time.Millisecond
+	})
+	var cookies []string
+	for range 10 {
+		_, c := f.session(bobJSON, time.Hour)
+		cookies = append(cookies, c)
+	}
+	f.redis.Stop()
+	loadErrors := func() float64 { return testutil.ToFloat64(f.v.metrics.redisErrors.WithLabelValues("load")) }
+	for i, c := range cookies {
+		if w := f.verify(c, ""); w.Code != 503 {
+			t.Fatalf("request %d with Redis down: %d; want 503", i, w.Code)
+		}
+	}
+	// Three failures opened the circuit; the other seven never waited for
+	// Redis at all.
+	if n := loadErrors(); n != 3 {
+		t.Fatalf("%v Redis load attempts failed; want 3, then the circuit open", n)
+	}
+	if f.v.breaker.opens.Load() != 1 {
+		t.Fatalf("circuit opened %d times; want 1", f.v.breaker.opens.Load())
+	}
+	f.redis.Start()
+	_, c := f.session(bobJSON, time.Hour)
+	testenv.WaitFor(t, 5*time.Second, "the circuit to close once Redis is back", func() bool {
+		return f.verify(c, "").Code == 200
+	})
 }

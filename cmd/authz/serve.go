@@ -206,6 +206,8 @@ func newServe() *cobra.Command {
 	fs.DurationVar(&c.CacheTTL, "cache-ttl", 5*time.Second, "how long a session is served from the local cache")
 	fs.DurationVar(&c.NegativeCacheTTL, "negative-cache-ttl", time.Second, "how long an unknown or anonymous session is remembered (0: off)")
 	fs.DurationVar(&c.TouchInterval, "touch-interval", 60*time.Second, "extend a session's TTL at most this often when it is used (sliding expiry; 0: off)")
+	fs.IntVar(&c.BreakerFailures, "redis-breaker-failures", 5, "consecutive Redis failures that open the circuit: requests then get 503 at once instead of after --redis-timeout (0: off)")
+	fs.DurationVar(&c.BreakerCooldown, "redis-breaker-cooldown", time.Second, "how long the Redis circuit stays open before requests try Redis again")
 	fs.BoolVar(&c.EnforceExpires, "enforce-expires", false, "also reject sessions whose cookie.expires has passed (for stores written without a TTL)")
 	fs.StringSliceVar(&f.rolePaths, "roles-path", []string{"passport.user.roles", "user.roles"}, "session paths tried in order for the roles allow_roles checks")
 	fs.StringVar(&c.UserHeader, "user-header", "X-Auth-User", "response header carrying the identity")
@@ -245,6 +247,12 @@ func (f *serveFlags) config() (authz.Config, error) {
 		if *d == 0 {
 			*d = -1
 		}
+	}
+	if c.BreakerFailures == 0 {
+		c.BreakerFailures = -1
+	}
+	if c.BreakerCooldown <= 0 {
+		return c, errors.New("--redis-breaker-cooldown must be positive")
 	}
 	if c.CacheTTL <= 0 || c.CacheSize <= 0 || c.MaxCookieBytes <= 0 {
 		return c, errors.New("--cache-ttl, --cache-size and --max-cookie-bytes must be positive")
