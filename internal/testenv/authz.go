@@ -103,17 +103,6 @@ func StartAuthz(t testing.TB, redisURL string, extraArgs ...string) *Authz {
 		"--session-secret", SessionSecret,
 	}, extraArgs...)
 	a.Process = Start(t, bin, args...)
-	c := &http.Client{Timeout: time.Second}
-	WaitFor(t, 10*time.Second, "authz to answer /healthz on "+a.Addr, func() bool {
-		if a.Exited() {
-			t.Fatalf("authz exited before it was ready: %v\n%s", a.Wait(), a.Output())
-		}
-		resp, err := c.Get("http://" + a.Addr + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	a.waitHTTP(t, "authz", "http://"+a.Addr+"/healthz", 10*time.Second, http.StatusOK)
 	return a
 }

@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,19 +32,6 @@ func StartCaddy(t testing.TB, vars map[string]string) *Caddy {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	c.Process = StartCmd(t, "caddy", cmd)
-	client := &http.Client{Timeout: time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
-		return http.ErrUseLastResponse
-	}}
-	WaitFor(t, 15*time.Second, "caddy to answer on "+c.Addr, func() bool {
-		if c.Exited() {
-			t.Fatalf("caddy exited: %v\n%s", c.Wait(), c.Output())
-		}
-		resp, err := client.Get("http://" + c.Addr + "/login")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return true
-	})
+	c.waitHTTP(t, "caddy", "http://"+c.Addr+"/login", 15*time.Second, 0)
 	return c
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io/fs"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,18 +49,7 @@ func StartNode(t testing.TB, dir string, env ...string) *Node {
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "PORT=" + port, "HOST=127.0.0.1"}, env...)
 	n.Process = StartCmd(t, "node "+dir, cmd)
 
-	c := &http.Client{Timeout: time.Second}
-	WaitFor(t, 20*time.Second, dir+" to answer on "+n.Addr, func() bool {
-		if n.Exited() {
-			t.Fatalf("%s exited before it was ready: %v\n%s", dir, n.Wait(), n.Output())
-		}
-		resp, err := c.Get(n.URL("/"))
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return true
-	})
+	n.waitHTTP(t, dir, n.URL("/"), 20*time.Second, 0)
 	return n
 }
 

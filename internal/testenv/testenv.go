@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -150,6 +151,26 @@ func StartCmd(t testing.TB, name string, cmd *exec.Cmd) *Process {
 		}
 	})
 	return p
+}
+
+// waitHTTP waits until GET url answers (with status want, or any status if
+// want is 0), failing the test at once if the process exits first.
+func (p *Process) waitHTTP(t testing.TB, name, url string, within time.Duration, want int) {
+	t.Helper()
+	c := &http.Client{Timeout: time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}
+	WaitFor(t, within, name+" to answer "+url, func() bool {
+		if p.Exited() {
+			t.Fatalf("%s exited before it was ready: %v\n%s", name, p.Wait(), p.Output())
+		}
+		resp, err := c.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return want == 0 || resp.StatusCode == want
+	})
 }
 
 // Output is what the process wrote so far.
