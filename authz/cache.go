@@ -10,6 +10,7 @@ import (
 // negative result (not found, anonymous, invalid) kept briefly so a flood of
 // the same dead cookie does not reach Redis.
 type entry struct {
+	tenant *tenant  // whose session this is: an id is only unique within a tenant
 	sess   *Session // nil for a negative entry
 	reason Reason   // why a negative entry denies
 	// until is when the entry stops being served (unix nanoseconds): the

@@ -54,15 +54,22 @@ func (v *Verifier) LogoutHandler(pub Publisher, cfg LogoutConfig) http.Handler {
 			http.Error(w, "cross-site logout refused", http.StatusForbidden)
 			return
 		}
+		host := RequestHost(r.Header.Get("X-Forwarded-Host"), r.Header.Get("X-Original-URL"), r.Host)
+		t := v.tenants.Load().lookup(host)
+		if t == nil {
+			v.unknownHost(host)
+			http.Error(w, "unknown host", http.StatusForbidden)
+			return
+		}
 		everywhere := r.URL.Query().Get("everywhere")
 		ctx := r.Context()
-		if value, ok := findCookie(r.Header["Cookie"], v.cfg.CookieName); ok {
-			sg := v.codec.get()
-			sid, reason := v.codec.unsign(sg, value)
+		if value, ok := findCookie(r.Header["Cookie"], t.codec.name); ok {
+			sg := t.codec.get()
+			sid, reason := t.codec.unsign(sg, value)
 			id := string(sid)
-			v.codec.put(sg)
+			t.codec.put(sg)
 			if reason == "" {
-				if err := v.logout(ctx, pub, id, everywhere == "1" || everywhere == "true"); err != nil {
+				if err := v.logout(ctx, pub, t, id, everywhere == "1" || everywhere == "true"); err != nil {
 					v.log.Warn("logout failed", "session", shortHash(id), "err", err)
 					w.Header().Set("Retry-After", "1")
 					http.Error(w, "logout failed: session store unavailable, please retry", http.StatusServiceUnavailable)
@@ -71,7 +78,7 @@ func (v *Verifier) LogoutHandler(pub Publisher, cfg LogoutConfig) http.Handler {
 			}
 		}
 		http.SetCookie(w, &http.Cookie{
-			Name: v.cfg.CookieName, Value: "", Path: cfg.CookiePath, Domain: cfg.CookieDomain,
+			Name: t.codec.name, Value: "", Path: cfg.CookiePath, Domain: cfg.CookieDomain,
 			Expires: time.Unix(0, 0), MaxAge: -1, HttpOnly: true, Secure: cfg.Secure,
 			SameSite: http.SameSiteLaxMode,
 		})
@@ -83,28 +90,28 @@ func (v *Verifier) LogoutHandler(pub Publisher, cfg LogoutConfig) http.Handler {
 	})
 }
 
-func (v *Verifier) logout(ctx context.Context, pub Publisher, sid string, everywhere bool) error {
+func (v *Verifier) logout(ctx context.Context, pub Publisher, t *tenant, sid string, everywhere bool) error {
 	if everywhere {
-		s, _, err := v.Session(ctx, sid)
+		s, _, err := v.Session(ctx, t.name, sid)
 		if err == nil && s.User != "" {
-			n, err := v.RevokeUser(ctx, s.User)
+			n, err := v.RevokeUser(ctx, t.name, s.User)
 			if err != nil {
 				return err
 			}
-			v.InvalidateUser(s.User)
-			_, err = pub.Publish(ctx, logout.Event{Kind: logout.KindUser, User: s.User, Origin: "authz-endpoint"})
-			v.log.Info("user logged out everywhere", "sessions", n)
+			v.InvalidateUser(t.name, s.User)
+			_, err = pub.Publish(ctx, logout.Event{Kind: logout.KindUser, User: s.User, Tenant: t.name, Origin: "authz-endpoint"})
+			v.log.Info("user logged out everywhere", "tenant", t.name, "sessions", n)
 			return err
 		}
 		if err != nil && !IsNotFound(err) {
 			return err
 		}
 	}
-	if _, err := v.RevokeSession(ctx, sid); err != nil {
+	if _, err := v.RevokeSession(ctx, t.name, sid); err != nil {
 		return err
 	}
 	v.Invalidate(sid)
-	_, err := pub.Publish(ctx, logout.Event{Kind: logout.KindSession, Session: sid, Origin: "authz-endpoint"})
+	_, err := pub.Publish(ctx, logout.Event{Kind: logout.KindSession, Session: sid, Tenant: t.name, Origin: "authz-endpoint"})
 	v.log.LogAttrs(ctx, slog.LevelDebug, "session logged out", slog.String("session", shortHash(sid)))
 	return err
 }

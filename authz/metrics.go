@@ -17,6 +17,8 @@ type metrics struct {
 	redisErrors *prometheus.CounterVec
 	touches     prometheus.Counter
 	invalidated prometheus.Counter
+	tenants     prometheus.Gauge
+	reloads     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, b *breaker, now func() time.Time) (*metrics, error) {
@@ -47,7 +49,15 @@ func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, 
 		invalidated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "authz_cache_invalidations_total", Help: "Cache entries dropped by logouts, tracking invalidations and flushes.",
 		}),
+		tenants: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "authz_tenants", Help: "Tenants configured (1 without a tenant file).",
+		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authz_tenant_reloads_total", Help: "Tenant file reloads by result (ok, error); an error keeps the old tenants.",
+		}, []string{"result"}),
 	}
+	m.reloads.WithLabelValues("ok")
+	m.reloads.WithLabelValues("error")
 	for _, r := range allReasons {
 		m.requests[r] = requests.WithLabelValues(r.Outcome(), string(r))
 		m.duration[r.Outcome()] = duration.WithLabelValues(r.Outcome())
@@ -57,6 +67,7 @@ func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, 
 	}
 	cs := []prometheus.Collector{
 		requests, duration, m.cacheHits, m.cacheMisses, m.redisErrors, m.touches, m.invalidated,
+		m.tenants, m.reloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "authz_cache_entries", Help: "Entries in the local session cache, including negative ones.",
 		}, func() float64 { return float64(c.len()) }),

@@ -24,6 +24,7 @@ const (
 
 	ReasonUserNotAllowed Reason = "user_not_allowed" // 403
 	ReasonRoleNotAllowed Reason = "role_not_allowed" // 403
+	ReasonUnknownHost    Reason = "unknown_host"     // 403: no tenant serves the host
 
 	ReasonStoreUnavailable Reason = "store_unavailable" // 503
 	ReasonBadRule          Reason = "bad_rule"          // 500
@@ -33,7 +34,7 @@ var allReasons = []Reason{
 	ReasonOK, ReasonNoCookie, ReasonCookieTooLarge, ReasonMalformedCookie,
 	ReasonBadSignature, ReasonInvalidSessionID, ReasonNotFound, ReasonAnonymous,
 	ReasonExpired, ReasonInvalidSession, ReasonSessionTooLarge, ReasonRevoked,
-	ReasonUserNotAllowed, ReasonRoleNotAllowed, ReasonStoreUnavailable, ReasonBadRule,
+	ReasonUserNotAllowed, ReasonRoleNotAllowed, ReasonUnknownHost, ReasonStoreUnavailable, ReasonBadRule,
 }
 
 // Status is the HTTP status a verify request with this reason answers with.
@@ -44,7 +45,10 @@ func (r Reason) Status() int {
 	switch r {
 	case ReasonOK:
 		return http.StatusOK
-	case ReasonUserNotAllowed, ReasonRoleNotAllowed:
+	case ReasonUserNotAllowed, ReasonRoleNotAllowed, ReasonUnknownHost:
+		// An unknown host is refused, not sent to a login page: no
+		// tenant's login could help, and 403 is a status Nginx's
+		// auth_request passes on rather than turning into a 500.
 		return http.StatusForbidden
 	case ReasonStoreUnavailable:
 		return http.StatusServiceUnavailable

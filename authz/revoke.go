@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -27,12 +28,16 @@ import (
 
 // ParseSessionRef turns what an operator pastes (a session id, or a cookie
 // value, raw or percent-encoded) into a session id. A cookie value must be
-// signed by one of the secrets.
-func (v *Verifier) ParseSessionRef(ref string) (string, error) {
+// signed by one of the tenant's secrets. tenant is "" without a tenant file.
+func (v *Verifier) ParseSessionRef(tenant, ref string) (string, error) {
 	if len(ref) > 2 && (ref[:2] == "s:" || len(ref) > 4 && (ref[:4] == "s%3A" || ref[:4] == "s%3a")) {
-		sg := v.codec.get()
-		defer v.codec.put(sg)
-		sid, reason := v.codec.unsign(sg, ref)
+		t, err := v.tenant(tenant)
+		if err != nil {
+			return "", err
+		}
+		sg := t.codec.get()
+		defer t.codec.put(sg)
+		sid, reason := t.codec.unsign(sg, ref)
 		if reason != "" {
 			return "", fmt.Errorf("cookie value: %s", reason)
 		}
@@ -46,15 +51,19 @@ func (v *Verifier) ParseSessionRef(ref string) (string, error) {
 
 // Session loads and decodes one session straight from Redis (no cache). It
 // returns errNotFound-wrapping errors for missing or revoked sessions.
-func (v *Verifier) Session(ctx context.Context, sid string) (*Session, time.Duration, error) {
-	data, ttl, err := v.store.load(ctx, sid)
+func (v *Verifier) Session(ctx context.Context, tenant, sid string) (*Session, time.Duration, error) {
+	t, err := v.tenant(tenant)
+	if err != nil {
+		return nil, 0, err
+	}
+	data, ttl, err := t.store.load(ctx, sid)
 	if errors.Is(err, errNotFound) || errors.Is(err, errRevoked) {
 		return nil, 0, fmt.Errorf("session %s: %w", shortHash(sid), err)
 	}
 	if err != nil {
 		return nil, 0, err
 	}
-	s, err := v.decoder.decode(data)
+	s, err := t.decoder.decode(data)
 	if err != nil {
 		return nil, 0, fmt.Errorf("session %s: %w", shortHash(sid), err)
 	}
@@ -67,11 +76,15 @@ func IsNotFound(err error) bool { return errors.Is(err, errNotFound) || errors.I
 
 // RevokeSession ends one session: marker, then DEL. It reports whether the
 // session key existed. It does not publish; the caller does.
-func (v *Verifier) RevokeSession(ctx context.Context, sid string) (bool, error) {
+func (v *Verifier) RevokeSession(ctx context.Context, tenant, sid string) (bool, error) {
+	t, err := v.tenant(tenant)
+	if err != nil {
+		return false, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, v.cfg.RedisTimeout*4)
 	defer cancel()
-	key := v.cfg.KeyPrefix + sid
-	pipe := v.store.rdb.Pipeline()
+	key := t.store.prefix + sid
+	pipe := v.rdb.Pipeline()
 	get := pipe.Get(ctx, key)
 	pttl := pipe.PTTL(ctx, key)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -79,11 +92,11 @@ func (v *Verifier) RevokeSession(ctx context.Context, sid string) (bool, error) 
 	}
 	var maxAge time.Duration
 	if data, err := get.Bytes(); err == nil {
-		if s, err := v.decoder.decode(data); err == nil {
+		if s, err := t.decoder.decode(data); err == nil {
 			maxAge = s.OriginalMaxAge
 		}
 	}
-	return v.revoke(ctx, []revocation{{sid: sid, pttl: pttl.Val(), maxAge: maxAge}})
+	return v.revoke(ctx, t, []revocation{{sid: sid, pttl: pttl.Val(), maxAge: maxAge}})
 }
 
 type revocation struct {
@@ -94,16 +107,16 @@ type revocation struct {
 
 // revoke marks then deletes, in one ordered pipeline (not MULTI: on a
 // cluster the marker and the session live in different slots).
-func (v *Verifier) revoke(ctx context.Context, rs []revocation) (bool, error) {
-	pipe := v.store.rdb.Pipeline()
+func (v *Verifier) revoke(ctx context.Context, t *tenant, rs []revocation) (bool, error) {
+	pipe := v.rdb.Pipeline()
 	dels := make([]*redis.IntCmd, len(rs))
 	for i, r := range rs {
 		var ttl time.Duration // 0: the marker never expires
 		if r.pttl != -1 {
 			ttl = max(r.pttl, r.maxAge, v.cfg.StoreTTL)
 		}
-		pipe.Set(ctx, v.store.revokedKey(r.sid), "1", ttl)
-		dels[i] = pipe.Del(ctx, v.cfg.KeyPrefix+r.sid)
+		pipe.Set(ctx, t.store.revokedKey(r.sid), "1", ttl)
+		dels[i] = pipe.Del(ctx, t.store.prefix+r.sid)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return false, fmt.Errorf("revoke %d sessions: %w", len(rs), err)
@@ -124,15 +137,20 @@ const scanBatch = 1000
 // responsive), reads each batch in one round trip, and revokes the user's
 // sessions. Its cost is one pass over all sessions; it runs in the CLI or
 // the logout endpoint, never on the verify path. On a cluster it walks every
-// master.
-func (v *Verifier) RevokeUser(ctx context.Context, user string) (int, error) {
+// master. Only the tenant's key prefix is walked: the same user id in
+// another tenant is another user.
+func (v *Verifier) RevokeUser(ctx context.Context, tenant, user string) (int, error) {
 	if user == "" {
 		return 0, errors.New("revoke user: empty user id")
 	}
-	walk := func(ctx context.Context, c redis.UniversalClient) (int, error) {
-		return v.revokeUserOn(ctx, c, user)
+	t, err := v.tenant(tenant)
+	if err != nil {
+		return 0, err
 	}
-	if cc, ok := v.store.rdb.(*redis.ClusterClient); ok {
+	walk := func(ctx context.Context, c redis.UniversalClient) (int, error) {
+		return v.revokeUserOn(ctx, t, c, user)
+	}
+	if cc, ok := v.rdb.(*redis.ClusterClient); ok {
 		var total atomic.Int64
 		err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
 			n, err := walk(ctx, c)
@@ -141,18 +159,19 @@ func (v *Verifier) RevokeUser(ctx context.Context, user string) (int, error) {
 		})
 		return int(total.Load()), err
 	}
-	return walk(ctx, v.store.rdb)
+	return walk(ctx, v.rdb)
 }
 
-func (v *Verifier) revokeUserOn(ctx context.Context, c redis.UniversalClient, user string) (int, error) {
+func (v *Verifier) revokeUserOn(ctx context.Context, t *tenant, c redis.UniversalClient, user string) (int, error) {
+	prefix := t.store.prefix
 	var cursor uint64
 	n := 0
 	for {
 		cctx, cancel := context.WithTimeout(ctx, v.cfg.RedisTimeout*4)
-		keys, next, err := c.Scan(cctx, cursor, v.cfg.KeyPrefix+"*", scanBatch).Result()
+		keys, next, err := c.Scan(cctx, cursor, globEscape(prefix)+"*", scanBatch).Result()
 		if err != nil {
 			cancel()
-			return n, fmt.Errorf("revoke user: scan %s*: %w", v.cfg.KeyPrefix, err)
+			return n, fmt.Errorf("revoke user: scan %s*: %w", prefix, err)
 		}
 		var rs []revocation
 		if len(keys) > 0 {
@@ -172,15 +191,15 @@ func (v *Verifier) revokeUserOn(ctx context.Context, c redis.UniversalClient, us
 				if err != nil || len(data) > v.cfg.MaxSessionBytes {
 					continue
 				}
-				s, err := v.decoder.decode(data)
+				s, err := t.decoder.decode(data)
 				if err != nil || s.User != user {
 					continue
 				}
-				rs = append(rs, revocation{sid: k[len(v.cfg.KeyPrefix):], pttl: ttls[i].Val(), maxAge: s.OriginalMaxAge})
+				rs = append(rs, revocation{sid: k[len(prefix):], pttl: ttls[i].Val(), maxAge: s.OriginalMaxAge})
 			}
 		}
 		if len(rs) > 0 {
-			if _, err := v.revoke(cctx, rs); err != nil {
+			if _, err := v.revoke(cctx, t, rs); err != nil {
 				cancel()
 				return n, fmt.Errorf("revoke user: %w", err)
 			}
@@ -191,4 +210,21 @@ func (v *Verifier) revokeUserOn(ctx context.Context, c redis.UniversalClient, us
 			return n, nil
 		}
 	}
+}
+
+// globEscape quotes the glob characters SCAN MATCH would interpret in a
+// key prefix, so "sessions:[acme]:" matches itself and nothing else.
+func globEscape(s string) string {
+	if !strings.ContainsAny(s, `*?[]\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

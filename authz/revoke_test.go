@@ -20,7 +20,7 @@ func TestRevokeSessionSticks(t *testing.T) {
 	if w := f.verify(c, ""); w.Code != 200 {
 		t.Fatalf("before logout: %d", w.Code)
 	}
-	found, err := f.v.RevokeSession(ctx, sid)
+	found, err := f.v.RevokeSession(ctx, "", sid)
 	if err != nil || !found {
 		t.Fatalf("RevokeSession = %v, %v", found, err)
 	}
@@ -42,7 +42,7 @@ func TestRevokeSessionSticks(t *testing.T) {
 	if ttl := f.rdb.TTL(ctx, "authz:revoked:sess:"+sid).Val(); ttl < 23*time.Hour {
 		t.Errorf("marker TTL %v; want at least the store TTL (24h)", ttl)
 	}
-	if found, err := f.v.RevokeSession(ctx, "neverstoredneverstoredneverstore"); err != nil || found {
+	if found, err := f.v.RevokeSession(ctx, "", "neverstoredneverstoredneverstore"); err != nil || found {
 		t.Errorf("RevokeSession of nothing = %v, %v", found, err)
 	}
 }
@@ -77,11 +77,11 @@ func TestRevokeUser(t *testing.T) {
 	_, noTTL := f.session(`{"passport":{"user":"42"}}`, 0)
 	old = append(old, noTTL)
 
-	n, err := f.v.RevokeUser(ctx, "42")
+	n, err := f.v.RevokeUser(ctx, "", "42")
 	if err != nil || n != 5 {
 		t.Fatalf("RevokeUser = %d, %v; want 5", n, err)
 	}
-	f.v.InvalidateUser("42")
+	f.v.InvalidateUser("", "42")
 	_, fresh := f.session(`{"passport":{"user":"42"}}`, time.Hour)
 	for i, c := range old {
 		if w := f.verify(c, ""); w.Code != 401 {

@@ -183,7 +183,7 @@ type request struct {
 	minor                          int // HTTP/1.<minor>
 	header                         http.Header
 	cookies                        []string
-	origURI                        string
+	origURI, host                  string
 	contentLength                  int64
 	close                          bool
 }
@@ -254,7 +254,7 @@ func (sc *serverConn) serve() {
 			req.close = true // say so in this last answer
 		}
 		if req.path == "/verify" {
-			q = Query{RawQuery: req.rawQuery, Cookies: req.cookies, OriginalURI: req.origURI}
+			q = Query{RawQuery: req.rawQuery, Cookies: req.cookies, OriginalURI: req.origURI, Host: req.host}
 			sc.writeAnswer(s.Verifier.Decide(s.ctx, &q), req)
 		} else if err := sc.fallback(req); err != nil {
 			return
@@ -358,6 +358,10 @@ func (sc *serverConn) readRequest() (*request, error) {
 			mark(spanOrigURL, value)
 		case asciiEqualFold(name, "x-forwarded-uri"):
 			mark(spanForwardedURI, value)
+		case asciiEqualFold(name, "host"):
+			mark(spanHost, value)
+		case asciiEqualFold(name, "x-forwarded-host"):
+			mark(spanForwardedHost, value)
 		case asciiEqualFold(name, "content-length"):
 			n, err := strconv.ParseInt(string(value), 10, 64)
 			if err != nil || n < 0 || sawCL && n != req.contentLength {
@@ -385,18 +389,19 @@ func (sc *serverConn) readRequest() (*request, error) {
 	sc.arena, sc.spans = arena, spans
 	req.method, req.target = all[:len(method)], all[len(method):targetEnd]
 	req.path, req.rawQuery, _ = cutString(req.target, '?')
-	var from [3]string
+	var from [spanKinds]string
 	for _, sp := range spans {
 		switch sp.kind {
 		case spanCookie:
 			req.cookies = append(req.cookies, all[sp.from:sp.to])
 		default:
-			if from[sp.kind-spanOrigURI] == "" {
-				from[sp.kind-spanOrigURI] = all[sp.from:sp.to]
+			if from[sp.kind] == "" {
+				from[sp.kind] = all[sp.from:sp.to]
 			}
 		}
 	}
-	req.origURI = OriginalURI(from[0], from[1], from[2])
+	req.origURI = OriginalURI(from[spanOrigURI], from[spanOrigURL], from[spanForwardedURI])
+	req.host = RequestHost(from[spanForwardedHost], from[spanOrigURL], from[spanHost])
 	return req, nil
 }
 
@@ -408,6 +413,9 @@ const (
 	spanOrigURI
 	spanOrigURL
 	spanForwardedURI
+	spanHost
+	spanForwardedHost
+	spanKinds
 )
 
 // readLine returns one header line without its CRLF, charging it to budget.

@@ -83,6 +83,11 @@ type Config struct {
 	LoginURL      string
 	RedirectParam string
 
+	// Tenants, when set, select how a request is checked by its host
+	// (see Tenant and LoadTenants); a host none of them serves is refused.
+	// Without, one tenant made of the fields above serves every host.
+	Tenants []Tenant
+
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -131,9 +136,6 @@ func (c *Config) setDefaults() {
 }
 
 func (c *Config) validate() error {
-	if len(c.Secrets) == 0 {
-		return errors.New("no session secret: set at least one")
-	}
 	for i, s := range c.Secrets {
 		if s == "" {
 			return fmt.Errorf("session secret %d is empty", i+1)
@@ -157,15 +159,17 @@ func (c *Config) validate() error {
 // Verifier answers Nginx auth_request subrequests: cookie, then cache or
 // Redis, then the location's rules. It is an http.Handler for /verify.
 type Verifier struct {
-	cfg     Config
-	codec   *cookieCodec
-	decoder decoder
-	store   store
-	cache   *cache
-	rules   ruleCache
-	flight  singleflight.Group
-	metrics *metrics
-	log     *slog.Logger
+	cfg Config
+	rdb redis.UniversalClient
+	// tenants routes a request's host to how its sessions are read; one
+	// tenant serving every host without a tenant file.
+	tenants   atomic.Pointer[tenantSet]
+	tenantSeq atomic.Uint64
+	cache     *cache
+	rules     ruleCache
+	flight    singleflight.Group
+	metrics   *metrics
+	log       *slog.Logger
 	// touches bounds concurrent sliding-expiry writes; a touch that finds it
 	// full is skipped and retried on a later request.
 	touches chan struct{}
@@ -173,6 +177,9 @@ type Verifier struct {
 	// what is not heard cannot be trusted.
 	bypass  atomic.Bool
 	breaker breaker
+	// unknownLogged rate-limits the unknown-host log line (unix nanoseconds
+	// of the last one): a scanner must not flood the log.
+	unknownLogged atomic.Int64
 }
 
 // New builds a Verifier reading sessions through rdb. Metrics go to reg.
@@ -182,16 +189,8 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, log *
 		return nil, err
 	}
 	v := &Verifier{
-		cfg:   cfg,
-		codec: newCookieCodec(cfg.CookieName, cfg.Secrets, cfg.MaxCookieBytes),
-		decoder: decoder{
-			userPaths:      cfg.UserPaths,
-			rolesPaths:     cfg.RolesPaths,
-			headers:        cfg.Headers,
-			enforceExpires: cfg.EnforceExpires,
-		},
-		store: store{rdb: rdb, prefix: cfg.KeyPrefix, timeout: cfg.RedisTimeout,
-			maxBytes: cfg.MaxSessionBytes, revokedPrefix: cfg.RevokedPrefix},
+		cfg:     cfg,
+		rdb:     rdb,
 		cache:   newCache(cfg.CacheSize),
 		breaker: breaker{failures: int32(cfg.BreakerFailures), cooldown: int64(cfg.BreakerCooldown)},
 		log:     log,
@@ -202,6 +201,9 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, log *
 		return nil, err
 	}
 	v.metrics = m
+	if err := v.SetTenants(cfg.Tenants); err != nil {
+		return nil, err
+	}
 	return v, nil
 }
 
@@ -214,6 +216,9 @@ type Query struct {
 	Cookies []string
 	// OriginalURI is X-Original-URI: where a 401 should come back to.
 	OriginalURI string
+	// Host is the host the user asked for (see RequestHost); it selects
+	// the tenant when a tenant file is loaded.
+	Host string
 }
 
 // Answer is a verify decision.
@@ -227,13 +232,19 @@ type Answer struct {
 // Decide answers q, recording metrics and the debug log line.
 func (v *Verifier) Decide(ctx context.Context, q *Query) Answer {
 	start := v.cfg.Now()
-	reason, sess := v.decide(ctx, q, start)
+	t := v.tenants.Load().lookup(q.Host)
+	reason, sess := ReasonUnknownHost, (*Session)(nil)
+	if t != nil {
+		reason, sess = v.decide(ctx, t, q, start)
+	} else {
+		v.unknownHost(q.Host)
+	}
 	a := Answer{Reason: reason}
 	switch reason.Status() {
 	case http.StatusOK:
 		a.Session = sess
 	case http.StatusUnauthorized:
-		a.Redirect = v.loginRedirect(q.OriginalURI)
+		a.Redirect = loginRedirect(t.loginURL, v.cfg.RedirectParam, q.OriginalURI)
 	}
 	v.metrics.observe(reason, v.cfg.Now().Sub(start))
 	if v.log.Enabled(ctx, slog.LevelDebug) {
@@ -262,6 +273,28 @@ func OriginalURI(xOriginalURI, xOriginalURL, xForwardedURI string) string {
 	return xForwardedURI
 }
 
+// RequestHost picks the host the user asked for from whichever convention
+// the front proxy follows: X-Forwarded-Host (nginx/ sets it from $host, as
+// Caddy and Traefik do; the first of a list), else the host of
+// ingress-nginx's X-Original-URL, else Host. The front proxy must set the
+// header it uses itself, never pass a client's through: the host picks the
+// tenant whose sessions are checked.
+func RequestHost(xForwardedHost, xOriginalURL, host string) string {
+	if xForwardedHost != "" {
+		if i := strings.IndexByte(xForwardedHost, ','); i >= 0 {
+			xForwardedHost = xForwardedHost[:i]
+		}
+		return strings.TrimSpace(xForwardedHost)
+	}
+	if xOriginalURL != "" {
+		if u, err := url.Parse(xOriginalURL); err == nil {
+			return u.Host
+		}
+		return ""
+	}
+	return host
+}
+
 // UserHeader is the response header carrying the identity.
 func (v *Verifier) UserHeader() string { return v.cfg.UserHeader }
 
@@ -277,8 +310,13 @@ func (v *Verifier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return ""
 	}
-	orig := OriginalURI(first("X-Original-Uri"), first("X-Original-Url"), first("X-Forwarded-Uri"))
-	q := Query{RawQuery: r.URL.RawQuery, Cookies: r.Header["Cookie"], OriginalURI: orig}
+	origURL := first("X-Original-Url")
+	q := Query{
+		RawQuery:    r.URL.RawQuery,
+		Cookies:     r.Header["Cookie"],
+		OriginalURI: OriginalURI(first("X-Original-Uri"), origURL, first("X-Forwarded-Uri")),
+		Host:        RequestHost(first("X-Forwarded-Host"), origURL, r.Host),
+	}
 	a := v.Decide(r.Context(), &q)
 	h := w.Header()
 	switch a.Reason.Status() {
@@ -297,6 +335,20 @@ func (v *Verifier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 var retryAfter = []string{"1"}
 
+// unknownHost logs a request for a host no tenant serves, at most once a
+// second.
+func (v *Verifier) unknownHost(host string) {
+	now := v.cfg.Now().UnixNano()
+	last := v.unknownLogged.Load()
+	if now-last < int64(time.Second) || !v.unknownLogged.CompareAndSwap(last, now) {
+		return
+	}
+	if len(host) > 100 {
+		host = host[:100] + "…"
+	}
+	v.log.Warn("verify for a host no tenant serves: answered 403 (check the tenant file's hosts)", "host", host)
+}
+
 func userOf(s *Session) string {
 	if s == nil {
 		return ""
@@ -305,7 +357,7 @@ func userOf(s *Session) string {
 }
 
 // decide runs the whole check and returns why, with the session when allowed.
-func (v *Verifier) decide(ctx context.Context, q *Query, now time.Time) (Reason, *Session) {
+func (v *Verifier) decide(ctx context.Context, t *tenant, q *Query, now time.Time) (Reason, *Session) {
 	var rules *Rules
 	if q.RawQuery != "" {
 		var err error
@@ -317,27 +369,30 @@ func (v *Verifier) decide(ctx context.Context, q *Query, now time.Time) (Reason,
 			return ReasonBadRule, nil
 		}
 	}
-	value, ok := findCookie(q.Cookies, v.cfg.CookieName)
+	value, ok := findCookie(q.Cookies, t.codec.name)
 	if !ok {
 		return ReasonNoCookie, nil
 	}
-	sg := v.codec.get()
-	defer v.codec.put(sg)
-	sid, reason := v.codec.unsign(sg, value)
+	sg := t.codec.get()
+	defer t.codec.put(sg)
+	sid, reason := t.codec.unsign(sg, value)
 	if reason != "" {
 		return reason, nil
 	}
 	nowNano := now.UnixNano()
 	var e *entry
 	if !v.bypass.Load() {
-		e = v.cache.get(sid, nowNano)
+		// The same id under another tenant is another session.
+		if e = v.cache.get(sid, nowNano); e != nil && e.tenant != t {
+			e = nil
+		}
 	}
 	if e != nil {
 		v.metrics.cacheHits.Inc()
 	} else {
 		v.metrics.cacheMisses.Inc()
 		var err error
-		if e, err = v.load(ctx, sid); err != nil {
+		if e, err = v.load(ctx, t, sid); err != nil {
 			return ReasonStoreUnavailable, nil
 		}
 	}
@@ -353,18 +408,20 @@ func (v *Verifier) decide(ctx context.Context, q *Query, now time.Time) (Reason,
 			return reason, s
 		}
 	}
-	v.maybeTouch(sid, e, s, nowNano)
+	v.maybeTouch(t, sid, e, s, nowNano)
 	return ReasonOK, s
 }
 
 // load fetches sid from Redis, sharing one call among concurrent misses.
 // The flight key carries the invalidation generation: a request that
 // arrives after a logout never joins a read that started before it.
-func (v *Verifier) load(ctx context.Context, sid []byte) (*entry, error) {
+// The tenant's id is in it too: the same session id under two tenants is
+// two sessions.
+func (v *Verifier) load(ctx context.Context, t *tenant, sid []byte) (*entry, error) {
 	gen := v.cache.gen(sid)
-	key := strconv.FormatUint(gen, 36) + ":" + string(sid)
+	key := strconv.FormatUint(gen, 36) + ":" + t.id + ":" + string(sid)
 	res, err, _ := v.flight.Do(key, func() (any, error) {
-		return v.fetch(context.WithoutCancel(ctx), key[strings.IndexByte(key, ':')+1:], gen)
+		return v.fetch(context.WithoutCancel(ctx), t, key[len(key)-len(sid):], gen)
 	})
 	if err != nil {
 		return nil, err
@@ -372,11 +429,11 @@ func (v *Verifier) load(ctx context.Context, sid []byte) (*entry, error) {
 	return res.(*entry), nil
 }
 
-func (v *Verifier) fetch(ctx context.Context, sid string, gen uint64) (*entry, error) {
+func (v *Verifier) fetch(ctx context.Context, t *tenant, sid string, gen uint64) (*entry, error) {
 	if v.breaker.open(v.cfg.Now().UnixNano()) {
 		return nil, errBreakerOpen
 	}
-	data, ttl, err := v.store.load(ctx, sid)
+	data, ttl, err := t.store.load(ctx, sid)
 	now := v.cfg.Now().UnixNano()
 	if err != nil && !errors.Is(err, errNotFound) && !errors.Is(err, errRevoked) && !errors.Is(err, errTooLarge) {
 		v.breaker.failure(now)
@@ -384,7 +441,7 @@ func (v *Verifier) fetch(ctx context.Context, sid string, gen uint64) (*entry, e
 		v.breaker.success()
 	}
 	negative := func(r Reason) (*entry, error) {
-		e := &entry{reason: r, until: now + int64(v.cfg.NegativeCacheTTL)}
+		e := &entry{tenant: t, reason: r, until: now + int64(v.cfg.NegativeCacheTTL)}
 		if v.cfg.NegativeCacheTTL > 0 {
 			v.put(sid, e, gen, now)
 		}
@@ -403,16 +460,16 @@ func (v *Verifier) fetch(ctx context.Context, sid string, gen uint64) (*entry, e
 		v.log.Warn("session store unavailable", "err", err)
 		return nil, err
 	}
-	s, err := v.decoder.decode(data)
+	s, err := t.decoder.decode(data)
 	if err != nil {
-		v.log.Warn("unreadable session", "session", shortHash(sid), "err", err)
+		v.log.Warn("unreadable session", "tenant", t.name, "session", shortHash(sid), "err", err)
 		return negative(ReasonInvalidSession)
 	}
 	if s.User == "" {
 		return negative(ReasonAnonymous)
 	}
 	s.userValue = []string{s.User}
-	e := &entry{sess: s, until: now + int64(v.cfg.CacheTTL)}
+	e := &entry{tenant: t, sess: s, until: now + int64(v.cfg.CacheTTL)}
 	if ttl > 0 {
 		kd := now + int64(ttl)
 		e.keyDeadline.Store(kd)
@@ -434,7 +491,7 @@ func (v *Verifier) put(sid string, e *entry, gen uint64, now int64) {
 // maybeTouch slides the session's expiry like express-session's touch, at
 // most once per TouchInterval, and only for keys that have a TTL (a store
 // written without TTL has nothing to slide).
-func (v *Verifier) maybeTouch(sid []byte, e *entry, s *Session, now int64) {
+func (v *Verifier) maybeTouch(t *tenant, sid []byte, e *entry, s *Session, now int64) {
 	if v.cfg.TouchInterval < 0 {
 		return
 	}
@@ -462,7 +519,7 @@ func (v *Verifier) maybeTouch(sid []byte, e *entry, s *Session, now int64) {
 	id := string(sid)
 	go func() {
 		defer func() { <-v.touches }()
-		if err := v.store.touch(context.Background(), id, ttl); err != nil {
+		if err := t.store.touch(context.Background(), id, ttl); err != nil {
 			v.breaker.failure(v.cfg.Now().UnixNano())
 			v.metrics.redisErrors.WithLabelValues("touch").Inc()
 			v.log.Warn("sliding expiry failed", "err", err)
@@ -476,15 +533,15 @@ func (v *Verifier) maybeTouch(sid []byte, e *entry, s *Session, now int64) {
 // original URI. Only a same-site path is carried over: anything that could
 // leave the site ("//evil", "/\evil", a full URL) becomes "/", so the login
 // page cannot be turned into an open redirect.
-func (v *Verifier) loginRedirect(orig string) string {
+func loginRedirect(loginURL, param, orig string) string {
 	if !safeLocalPath(orig) {
 		orig = "/"
 	}
 	sep := "?"
-	if strings.Contains(v.cfg.LoginURL, "?") {
+	if strings.Contains(loginURL, "?") {
 		sep = "&"
 	}
-	return v.cfg.LoginURL + sep + v.cfg.RedirectParam + "=" + url.QueryEscape(orig)
+	return loginURL + sep + param + "=" + url.QueryEscape(orig)
 }
 
 func safeLocalPath(p string) bool {
@@ -499,7 +556,7 @@ func safeLocalPath(p string) bool {
 
 // Ready reports whether the session store answers.
 func (v *Verifier) Ready(ctx context.Context) error {
-	if err := v.store.ping(ctx); err != nil {
+	if err := v.tenants.Load().list[0].store.ping(ctx); err != nil {
 		v.metrics.redisErrors.WithLabelValues("ping").Inc()
 		return err
 	}
@@ -515,9 +572,14 @@ func (v *Verifier) Invalidate(sid string) bool {
 	return ok
 }
 
-// InvalidateUser drops every cached session of user and reports how many.
-func (v *Verifier) InvalidateUser(user string) int {
-	n := v.cache.removeIf(func(e *entry) bool { return e.sess != nil && e.sess.User == user })
+// InvalidateUser drops every cached session of user in tenant and reports
+// how many. An empty or unknown tenant drops the user's sessions in every
+// tenant: dropping too much only costs a Redis read, too little a logout.
+func (v *Verifier) InvalidateUser(tenant, user string) int {
+	t := v.tenants.Load().byName[tenant]
+	n := v.cache.removeIf(func(e *entry) bool {
+		return e.sess != nil && e.sess.User == user && (t == nil || e.tenant.name == tenant)
+	})
 	v.metrics.invalidated.Add(float64(n))
 	return n
 }
@@ -535,7 +597,7 @@ func (v *Verifier) Logout(e logout.Event) {
 	case logout.KindSession:
 		v.Invalidate(e.Session)
 	case logout.KindUser:
-		v.InvalidateUser(e.User)
+		v.InvalidateUser(e.Tenant, e.User)
 	}
 }
 
@@ -546,8 +608,9 @@ func (v *Verifier) KeysChanged(keys []string) {
 		v.InvalidateAll()
 		return
 	}
+	ts := v.tenants.Load()
 	for _, k := range keys {
-		if sid, ok := strings.CutPrefix(k, v.cfg.KeyPrefix); ok {
+		if _, sid, ok := ts.tenantOfKey(k); ok {
 			v.Invalidate(sid)
 		}
 	}

@@ -236,7 +236,7 @@ func TestVerifyCache(t *testing.T) {
 	_, c2 := f.session(`{"passport":{"user":"carol"}}`, time.Hour)
 	f.verify(c1, "")
 	f.verify(c2, "")
-	if n := f.v.InvalidateUser("carol"); n != 2 {
+	if n := f.v.InvalidateUser("", "carol"); n != 2 {
 		t.Fatalf("InvalidateUser dropped %d; want 2", n)
 	}
 }

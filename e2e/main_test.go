@@ -136,7 +136,13 @@ type response struct {
 // written, so a test can send "//evil.com" or "x-auth-user".
 func (s *site) get(uri, cookie string, header ...string) response {
 	s.t.Helper()
-	req, err := http.NewRequest("GET", s.nginx.URL("/"), nil)
+	return s.send(http.MethodGet, uri, cookie, header...)
+}
+
+// send is get with any method; a "Host" header sets the request's host.
+func (s *site) send(method, uri, cookie string, header ...string) response {
+	s.t.Helper()
+	req, err := http.NewRequest(method, s.nginx.URL("/"), nil)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -153,17 +159,21 @@ func (s *site) get(uri, cookie string, header ...string) response {
 		req.Header.Set("Cookie", cookie)
 	}
 	for i := 0; i+1 < len(header); i += 2 {
+		if header[i] == "Host" {
+			req.Host = header[i+1] // the site the browser asked for
+			continue
+		}
 		// A map assignment keeps the name's case and underscores.
 		req.Header[header[i]] = append(req.Header[header[i]], header[i+1])
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		s.t.Fatalf("GET %s: %v", uri, err)
+		s.t.Fatalf("%s %s: %v", method, uri, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		s.t.Fatalf("GET %s: read body: %v", uri, err)
+		s.t.Fatalf("%s %s: read body: %v", method, uri, err)
 	}
 	return response{status: resp.StatusCode, header: resp.Header, body: string(body)}
 }

@@ -16,7 +16,7 @@ import (
 
 type logoutFlags struct {
 	sessionFlags
-	session, user, tenant string
+	session, user string
 }
 
 func newLogout() *cobra.Command {
@@ -41,7 +41,7 @@ func newLogout() *cobra.Command {
 	fs.SortFlags = false
 	fs.StringVar(&f.session, "session", "", "session id, or the session cookie's value (needs --session-secret)")
 	fs.StringVar(&f.user, "user", "", "user id: ends every session of this user")
-	fs.StringVar(&f.tenant, "tenant", "", "tenant the event names (multi-tenant deployments)")
+	fs.StringVar(&f.tenant, "tenant", "", "tenant whose session or user this is (with --tenants; named in the event)")
 	f.sessionFlags.register(fs)
 	f.log.register(fs)
 	return cmd
@@ -57,11 +57,11 @@ func runLogout(ctx context.Context, out io.Writer, f *logoutFlags) error {
 	}
 	defer closeFn()
 	if f.session != "" {
-		sid, err := v.ParseSessionRef(strings.TrimSpace(f.session))
+		sid, err := v.ParseSessionRef(f.tenant, strings.TrimSpace(f.session))
 		if err != nil {
 			return err
 		}
-		found, err := v.RevokeSession(ctx, sid)
+		found, err := v.RevokeSession(ctx, f.tenant, sid)
 		if err != nil {
 			return err
 		}
@@ -76,7 +76,7 @@ func runLogout(ctx context.Context, out io.Writer, f *logoutFlags) error {
 		fmt.Fprintf(out, "revoked session %s; event published to %d subscribers\n", authz.SessionHash(sid), n)
 		return nil
 	}
-	count, err := v.RevokeUser(ctx, f.user)
+	count, err := v.RevokeUser(ctx, f.tenant, f.user)
 	if err != nil {
 		return err
 	}

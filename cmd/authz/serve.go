@@ -84,21 +84,16 @@ func (f *secretFlags) register(fs *pflag.FlagSet) {
 func (f *secretFlags) load() ([]string, error) {
 	out := append([]string(nil), f.secrets...)
 	if f.file != "" {
-		b, err := os.ReadFile(f.file)
+		s, err := authz.ReadSecretsFile(f.file)
 		if err != nil {
 			return nil, fmt.Errorf("--session-secret-file: %w", err)
 		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if line = strings.TrimRight(line, "\r"); line != "" {
-				out = append(out, line)
-			}
-		}
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no session secret: set --session-secret, --session-secret-file, AUTHZ_SESSION_SECRET or SESSION_SECRET")
+		out = append(out, s...)
 	}
 	return out, nil
 }
+
+var errNoSecret = errors.New("no session secret: set --session-secret, --session-secret-file, AUTHZ_SESSION_SECRET or SESSION_SECRET")
 
 type logFlags struct{ level, format string }
 
@@ -125,12 +120,14 @@ func (f *logFlags) logger() (*slog.Logger, error) {
 // sessionFlags say where sessions live and how to read them; serve and the
 // session tools share them.
 type sessionFlags struct {
-	redis     redisFlags
-	secrets   secretFlags
-	log       logFlags
-	cfg       authz.Config
-	userPaths []string
-	channel   string
+	redis       redisFlags
+	secrets     secretFlags
+	log         logFlags
+	cfg         authz.Config
+	userPaths   []string
+	channel     string
+	tenantsFile string
+	tenant      string
 }
 
 func (f *sessionFlags) register(fs *pflag.FlagSet) {
@@ -144,6 +141,7 @@ func (f *sessionFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.StoreTTL, "store-ttl", 86400*time.Second, "TTL of sessions whose cookie has no maxAge (connect-redis's ttl option)")
 	fs.StringSliceVar(&f.userPaths, "user-path", []string{"passport.user", "user"}, "session paths tried in order for the identity; an object gives its id")
 	fs.IntVar(&c.MaxSessionBytes, "max-session-bytes", 1<<20, "largest stored session read from Redis")
+	fs.StringVar(&f.tenantsFile, "tenants", "", "tenant file (YAML) mapping hosts to tenants, each with its own key prefix, cookie and secrets; reloaded on SIGHUP (see docs/tenants.md)")
 }
 
 // config builds the authz.Config these flags describe.
@@ -152,6 +150,15 @@ func (f *sessionFlags) config() (authz.Config, error) {
 	var err error
 	if c.Secrets, err = f.secrets.load(); err != nil {
 		return c, err
+	}
+	if f.tenantsFile != "" {
+		// Tenants may each bring their own secrets; one without fails
+		// to load if there is no global one.
+		if c.Tenants, err = authz.LoadTenants(f.tenantsFile); err != nil {
+			return c, err
+		}
+	} else if len(c.Secrets) == 0 {
+		return c, errNoSecret
 	}
 	if c.UserPaths, err = parsePaths("--user-path", f.userPaths); err != nil {
 		return c, err
@@ -296,6 +303,9 @@ func serve(ctx context.Context, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
+	if f.tenantsFile != "" {
+		log.Info("tenants loaded", "file", f.tenantsFile, "tenants", len(cfg.Tenants))
+	}
 	pub, err := logout.NewPublisher(rdb, logout.PublisherConfig{Channel: f.channel, Origin: "authz"}, reg)
 	if err != nil {
 		return err
@@ -342,6 +352,9 @@ func serve(ctx context.Context, f *serveFlags) error {
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if f.tenantsFile != "" {
+		go f.reloadOnHUP(ctx, v, log)
+	}
 	subDone := make(chan struct{})
 	go func() { sub.Run(ctx); close(subDone) }()
 	errc := make(chan error, len(servers))
@@ -377,6 +390,67 @@ func serve(ctx context.Context, f *serveFlags) error {
 	return nil
 }
 
+// reloadOnHUP reloads the tenant file on every SIGHUP. Requests keep being
+// answered throughout: the new tenants replace the old in one step, and a
+// file that does not load leaves the old ones in place.
+func (f *serveFlags) reloadOnHUP(ctx context.Context, v *authz.Verifier, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	tracked := trackedPrefixes(v.KeyPrefixes())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		n, err := v.ReloadTenants(f.tenantsFile)
+		if err != nil {
+			log.Error("tenant file not reloaded; the previous tenants stay in use", "err", err)
+			continue
+		}
+		log.Info("tenants reloaded", "file", f.tenantsFile, "tenants", n)
+		if f.tracking {
+			for _, p := range v.KeyPrefixes() {
+				if !covered(tracked, p) {
+					log.Warn("tracking does not cover a new key prefix until restart: its sessions leave the cache on logout events and after --cache-ttl", "prefix", p)
+				}
+			}
+		}
+	}
+}
+
+// trackedPrefixes is what CLIENT TRACKING watches for these session key
+// prefixes: their longest common prefix when they have one, so tenants
+// added later under the same template ("sessions:{tenant}:…") are covered
+// without re-arming tracking; else each of them.
+func trackedPrefixes(ps []string) []string {
+	if len(ps) <= 1 {
+		return ps
+	}
+	lcp := ps[0]
+	for _, p := range ps[1:] {
+		n := 0
+		for n < len(lcp) && n < len(p) && lcp[n] == p[n] {
+			n++
+		}
+		lcp = lcp[:n]
+	}
+	if lcp != "" {
+		return []string{lcp}
+	}
+	return ps
+}
+
+func covered(tracked []string, p string) bool {
+	for _, t := range tracked {
+		if strings.HasPrefix(p, t) {
+			return true
+		}
+	}
+	return false
+}
+
 // subscriber wires the logout subscription to v. It gets a client of its
 // own: RESP2, so tracking invalidations arrive as pub/sub messages, and
 // with the tracking hook that re-arms CLIENT TRACKING on every reconnect.
@@ -391,7 +465,7 @@ func (f *serveFlags) subscriber(v *authz.Verifier, cfg authz.Config, log *slog.L
 	opts.ReadTimeout = -1
 	opts.ContextTimeoutEnabled = false
 	if f.tracking {
-		tr, err := logout.NewTracking([]string{cfg.KeyPrefix}, log, reg)
+		tr, err := logout.NewTracking(trackedPrefixes(v.KeyPrefixes()), log, reg)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -32,6 +32,7 @@ func newSession() *cobra.Command {
 	}
 	show.Flags().SortFlags = false
 	f.register(show.Flags())
+	show.Flags().StringVar(&f.tenant, "tenant", "", "tenant the session belongs to (with --tenants)")
 	f.log.register(show.Flags())
 	cmd.AddCommand(show)
 	return cmd
@@ -43,11 +44,11 @@ func showSession(ctx context.Context, out io.Writer, f *sessionFlags, ref string
 		return err
 	}
 	defer closeFn()
-	sid, err := v.ParseSessionRef(strings.TrimSpace(ref))
+	sid, err := v.ParseSessionRef(f.tenant, strings.TrimSpace(ref))
 	if err != nil {
 		return err
 	}
-	s, ttl, err := v.Session(ctx, sid)
+	s, ttl, err := v.Session(ctx, f.tenant, sid)
 	if err != nil {
 		return err
 	}

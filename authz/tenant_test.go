@@ -1,0 +1,355 @@
+package authz
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+const twoTenants = `
+defaults:
+  key_prefix: "sessions:{tenant}:{app}:"
+  app: web
+tenants:
+  - name: acme
+    hosts: [acme.test, "*.acme.test"]
+    secrets: [acme-secret]
+  - name: globex
+    hosts: [globex.test]
+    app: portal
+    cookie_name: globex.sid
+    secrets: [globex-secret, globex-old]
+    user_paths: [user]
+    headers: {X-Auth-Name: user.name}
+    login_url: https://globex.test/signin
+`
+
+func TestParseTenants(t *testing.T) {
+	ts, err := ParseTenants([]byte(twoTenants))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ts) != 2 {
+		t.Fatalf("%d tenants, want 2", len(ts))
+	}
+	a, g := ts[0], ts[1]
+	if a.Name != "acme" || a.KeyPrefix != "sessions:acme:web:" || a.CookieName != "" || a.Line != 6 {
+		t.Errorf("acme = %+v", a)
+	}
+	if g.KeyPrefix != "sessions:globex:portal:" || g.CookieName != "globex.sid" || len(g.Secrets) != 2 ||
+		g.LoginURL != "https://globex.test/signin" || len(g.UserPaths) != 1 || g.Headers[0].Header != "X-Auth-Name" {
+		t.Errorf("globex = %+v", g)
+	}
+}
+
+func TestParseTenantsErrorsNameTheLine(t *testing.T) {
+	for _, tc := range []struct{ name, file, want string }{
+		{"unknown field", "tenants:\n  - name: a\n    hosts: [a.test]\n    secret: x\n", "line 4: field secret not found"},
+		{"wrong type", "tenants:\n  - name: a\n    hosts: a.test\n", "line 3: cannot unmarshal"},
+		{"syntax", "tenants:\n  - name: a\n   hosts: [\n", "line"},
+		{"no tenants", "defaults: {app: x}\n", "no tenants"},
+		{"bad name", "tenants:\n  - name: 'a b'\n    hosts: [a.test]\n", `line 2: tenant "a b": name`},
+		{"no hosts", "tenants:\n  - name: a\n", `line 2: tenant "a": hosts`},
+		{"unknown placeholder", "tenants:\n  - name: a\n    hosts: [a.test]\n    key_prefix: 's:{team}:'\n", "unknown placeholder {team}"},
+		{"app missing", "tenants:\n  - name: a\n    hosts: [a.test]\n    key_prefix: 's:{app}:'\n", "no app is set"},
+		{"bad header", "tenants:\n  - name: a\n    hosts: [a.test]\n    headers: {'X Bad': user.x}\n", "line 2: tenant \"a\": headers"},
+		{"missing secrets file", "tenants:\n  - name: a\n    hosts: [a.test]\n    secrets_file: /nonexistent/s\n", "secrets_file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseTenants([]byte(tc.file))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// tenantsOf builds a Verifier over tenants, so SetTenants' cross-checks run.
+func TestSetTenantsRefusesWhatWouldMixTenants(t *testing.T) {
+	f := newFixture(t, nil)
+	base := func() []Tenant {
+		return []Tenant{
+			{Name: "a", Hosts: []string{"a.test"}, KeyPrefix: "s:a:", Secrets: []string{"sa"}, Line: 3},
+			{Name: "b", Hosts: []string{"b.test"}, KeyPrefix: "s:b:", Secrets: []string{"sb"}, Line: 7},
+		}
+	}
+	if err := f.v.SetTenants(base()); err != nil {
+		t.Fatalf("valid tenants refused: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func([]Tenant)
+		want string
+	}{
+		{"shared secret", func(ts []Tenant) { ts[1].Secrets = []string{"x", "sa"} }, `line 7: tenant "b" shares a session secret with line 3: tenant "a"`},
+		{"default secret twice", func(ts []Tenant) { ts[0].Secrets, ts[1].Secrets = nil, nil }, "shares a session secret"},
+		{"overlapping prefix", func(ts []Tenant) { ts[1].KeyPrefix = "s:a:b:" }, "overlaps"},
+		{"same prefix", func(ts []Tenant) { ts[1].KeyPrefix = ""; ts[0].KeyPrefix = "" }, "overlaps"},
+		{"same host", func(ts []Tenant) { ts[1].Hosts = []string{"A.test"} }, `host "A.test" is also line 3: tenant "a"'s`},
+		{"same wildcard", func(ts []Tenant) { ts[0].Hosts = []string{"*.x.test"}; ts[1].Hosts = []string{"*.X.test"} }, "is also"},
+		{"same name", func(ts []Tenant) { ts[1].Name = "a" }, "defined twice"},
+		{"host with port", func(ts []Tenant) { ts[1].Hosts = []string{"b.test:8080"} }, "no port"},
+		{"bad wildcard", func(ts []Tenant) { ts[1].Hosts = []string{"b.*.test"} }, "want a host name"},
+		{"no hosts", func(ts []Tenant) { ts[1].Hosts = nil }, "no hosts"},
+		{"bad cookie name", func(ts []Tenant) { ts[1].CookieName = "a;b" }, "cookie name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := base()
+			tc.mod(ts)
+			err := f.v.SetTenants(ts)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+			// The tenants in use are untouched.
+			if got := f.v.tenants.Load().lookup("a.test"); got == nil || got.name != "a" {
+				t.Fatalf("after a refused SetTenants, a.test is served by %v", got)
+			}
+		})
+	}
+}
+
+func TestTenantLookup(t *testing.T) {
+	f := newFixture(t, nil)
+	err := f.v.SetTenants([]Tenant{
+		{Name: "apex", Hosts: []string{"example.com"}, KeyPrefix: "1:", Secrets: []string{"1"}},
+		{Name: "wild", Hosts: []string{"*.example.com"}, KeyPrefix: "2:", Secrets: []string{"2"}},
+		{Name: "deep", Hosts: []string{"*.eu.example.com", "exact.eu.example.com."}, KeyPrefix: "3:", Secrets: []string{"3"}},
+		{Name: "v6", Hosts: []string{"localhost"}, KeyPrefix: "4:", Secrets: []string{"4"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := f.v.tenants.Load()
+	for host, want := range map[string]string{
+		"example.com":            "apex",
+		"EXAMPLE.com:8443":       "apex",
+		"example.com.":           "apex",
+		"shop.example.com":       "wild",
+		"a.b.example.com":        "wild", // any depth, as Nginx's server_name
+		"x.eu.example.com":       "deep", // the longest wildcard wins
+		"exact.eu.example.com":   "deep",
+		"eu.example.com":         "wild",
+		"localhost:80":           "v6",
+		"example.org":            "",
+		"notexample.com":         "",
+		".example.com":           "",
+		"":                       "",
+		"example.com:80x":        "",
+		"exa mple.com":           "",
+		"[::1]:80":               "",
+		strings.Repeat("a", 300): "",
+	} {
+		got := ""
+		if tn := ts.lookup(host); tn != nil {
+			got = tn.name
+		}
+		if got != want {
+			t.Errorf("lookup(%q) = %q, want %q", host, got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { ts.lookup("Shop.Example.com:443") }); n != 0 {
+		t.Errorf("lookup allocates %v times", n)
+	}
+}
+
+// tenantFixture is two tenants on one Redis, as twoTenants describes them.
+func tenantFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := newFixture(t, func(c *Config) { c.CacheTTL = time.Hour })
+	ts, err := ParseTenants([]byte(twoTenants))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.v.SetTenants(ts); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *fixture) tenantSession(prefix, sid, json string) {
+	f.t.Helper()
+	if err := f.rdb.Set(context.Background(), prefix+sid, json, time.Hour).Err(); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func TestTenantsAreSeparate(t *testing.T) {
+	f := tenantFixture(t)
+	// The same session id exists under both tenants, for different users.
+	sid := "samesamesamesamesamesamesamesame"
+	f.tenantSession("sessions:acme:web:", sid, aliceJSON)
+	f.tenantSession("sessions:globex:portal:", sid, `{"cookie":{},"user":{"id":"bob","name":"Bob"}}`)
+	acmeCookie := "connect.sid=" + Sign(sid, "acme-secret")
+	globexCookie := "globex.sid=" + Sign(sid, "globex-secret")
+	globexOld := "globex.sid=" + Sign(sid, "globex-old")
+
+	for _, tc := range []struct {
+		name, host, cookie string
+		status             int
+		user, reason       string
+	}{
+		{"acme's cookie on acme", "acme.test", acmeCookie, 200, "alice", ""},
+		{"on an acme subdomain", "shop.acme.test", acmeCookie, 200, "alice", ""},
+		{"globex's cookie on globex", "globex.test", globexCookie, 200, "bob", ""},
+		{"globex's rotated secret", "globex.test", globexOld, 200, "bob", ""},
+		{"acme's cookie replayed on globex, renamed", "globex.test", "globex.sid=" + Sign(sid, "acme-secret"), 401, "", "bad_signature"},
+		{"acme's cookie replayed on globex", "globex.test", acmeCookie, 401, "", "no_cookie"},
+		{"globex's cookie replayed on acme, renamed", "acme.test", "connect.sid=" + Sign(sid, "globex-secret"), 401, "", "bad_signature"},
+		{"unknown host", "evil.test", acmeCookie, 403, "", "unknown_host"},
+		{"no host", "", acmeCookie, 403, "", "unknown_host"},
+		// Again, now that both sessions are cached under the same id.
+		{"acme again, cached", "acme.test", acmeCookie, 200, "alice", ""},
+		{"globex again, cached", "globex.test", globexCookie, 200, "bob", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reason := Reason(tc.reason)
+			if reason == "" {
+				reason = ReasonOK
+			}
+			before := testutil.ToFloat64(f.v.metrics.requests[reason])
+			req, _ := http.NewRequest(http.MethodGet, "/verify", nil)
+			req.Host = "authz.internal"
+			req.Header.Set("X-Forwarded-Host", tc.host)
+			req.Header.Set("Cookie", tc.cookie)
+			w := &discardWriter{h: make(http.Header)}
+			f.v.ServeHTTP(w, req)
+			if w.code != tc.status || w.h.Get("X-Auth-User") != tc.user {
+				t.Fatalf("%d %q, want %d %q", w.code, w.h.Get("X-Auth-User"), tc.status, tc.user)
+			}
+			if testutil.ToFloat64(f.v.metrics.requests[reason]) != before+1 {
+				t.Errorf("reason is not %s", reason)
+			}
+		})
+	}
+	// Each tenant's login page.
+	req, _ := http.NewRequest(http.MethodGet, "/verify", nil)
+	req.Header.Set("X-Forwarded-Host", "globex.test")
+	req.Header.Set("X-Original-URI", "/x")
+	w := &discardWriter{h: make(http.Header)}
+	f.v.ServeHTTP(w, req)
+	if got := w.h.Get("X-Auth-Redirect"); got != "https://globex.test/signin?rd=%2Fx" {
+		t.Errorf("globex's redirect = %q", got)
+	}
+}
+
+func TestTenantUserLogoutStaysInTenant(t *testing.T) {
+	f := tenantFixture(t)
+	ctx := context.Background()
+	f.tenantSession("sessions:acme:web:", "acme42acme42acme42acme42", `{"passport":{"user":"42"}}`)
+	f.tenantSession("sessions:globex:portal:", "glob42glob42glob42glob42", `{"user":{"id":"42"}}`)
+	n, err := f.v.RevokeUser(ctx, "acme", "42")
+	if err != nil || n != 1 {
+		t.Fatalf("RevokeUser(acme, 42) = %d, %v; want 1", n, err)
+	}
+	if _, _, err := f.v.Session(ctx, "globex", "glob42glob42glob42glob42"); err != nil {
+		t.Fatalf("globex's user 42 was logged out by acme's logout: %v", err)
+	}
+	if _, _, err := f.v.Session(ctx, "acme", "acme42acme42acme42acme42"); !IsNotFound(err) {
+		t.Fatalf("acme's user 42 still has a session: %v", err)
+	}
+	if _, err := f.v.RevokeUser(ctx, "", "42"); err == nil {
+		t.Error("RevokeUser without a tenant accepted while several are configured")
+	}
+	if _, err := f.v.RevokeUser(ctx, "initech", "42"); err == nil {
+		t.Error("RevokeUser of an unknown tenant accepted")
+	}
+}
+
+func TestKeysChangedFindsTheTenant(t *testing.T) {
+	f := tenantFixture(t)
+	ts := f.v.tenants.Load()
+	for key, want := range map[string]string{
+		"sessions:acme:web:abcdefghijklmnopqrstuvwxyz012345":      "acme/abcdefghijklmnopqrstuvwxyz012345",
+		"sessions:globex:portal:abcdefghijklmnop":                 "globex/abcdefghijklmnop",
+		"sessions:acme:web:short":                                 "",
+		"sessions:initech:web:abcdefghijklmnopqrstuvwxyz012345":   "",
+		"authz:revoked:sessions:acme:web:abcdefghijklmnopqrstuvw": "",
+	} {
+		got := ""
+		if tn, sid, ok := ts.tenantOfKey(key); ok {
+			got = tn.name + "/" + sid
+		}
+		if got != want {
+			t.Errorf("tenantOfKey(%q) = %q, want %q", key, got, want)
+		}
+	}
+}
+
+func TestReloadTenants(t *testing.T) {
+	f := tenantFixture(t)
+	path := filepath.Join(t.TempDir(), "tenants.yaml")
+	write := func(s string) {
+		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(twoTenants + "  - name: initech\n    hosts: [initech.test]\n    secrets: [initech-secret]\n")
+	if n, err := f.v.ReloadTenants(path); err != nil || n != 3 {
+		t.Fatalf("ReloadTenants = %d, %v", n, err)
+	}
+	if f.v.tenants.Load().lookup("initech.test") == nil {
+		t.Fatal("the new tenant is not served")
+	}
+	write(twoTenants + "  - name: broken\n    hosts: [broken.test]\n    secrets: [acme-secret]\n")
+	_, err := f.v.ReloadTenants(path)
+	if err == nil || !strings.Contains(err.Error(), path+`: line 17: tenant "broken" shares a session secret`) {
+		t.Fatalf("broken file: %v", err)
+	}
+	if f.v.tenants.Load().lookup("initech.test") == nil {
+		t.Fatal("a broken file replaced the tenants in use")
+	}
+	ok := testutil.ToFloat64(f.v.metrics.reloads.WithLabelValues("ok"))
+	bad := testutil.ToFloat64(f.v.metrics.reloads.WithLabelValues("error"))
+	if ok != 1 || bad != 1 {
+		t.Errorf("reloads ok=%v error=%v, want 1 and 1", ok, bad)
+	}
+	if got := testutil.ToFloat64(f.v.metrics.tenants); got != 3 {
+		t.Errorf("authz_tenants = %v, want 3", got)
+	}
+}
+
+// BenchmarkVerifyTenants compares the cache-hit path with one tenant and
+// with many: the host lookup is a map lookup, so the cost should not grow.
+func BenchmarkVerifyTenants(b *testing.B) {
+	for _, n := range []int{1, 1000} {
+		b.Run(fmt.Sprintf("tenants=%d", n), func(b *testing.B) {
+			f := newFixture(b, func(c *Config) { c.CacheTTL = time.Hour })
+			var ts []Tenant
+			for i := range n {
+				ts = append(ts, Tenant{
+					Name:      fmt.Sprintf("t%d", i),
+					Hosts:     []string{fmt.Sprintf("t%d.example.com", i), fmt.Sprintf("*.t%d.example.com", i)},
+					KeyPrefix: fmt.Sprintf("sessions:t%d:web:", i),
+					Secrets:   []string{fmt.Sprintf("secret-%d", i)},
+				})
+			}
+			if err := f.v.SetTenants(ts); err != nil {
+				b.Fatal(err)
+			}
+			// A tenant in the middle, reached through a wildcard.
+			i := n / 2
+			sid := "benchbenchbenchbenchbenchbench00"
+			f.tenantSession(fmt.Sprintf("sessions:t%d:web:", i), sid, aliceJSON)
+			req := benchRequest(Sign(sid, fmt.Sprintf("secret-%d", i)))
+			req.Header.Set("X-Forwarded-Host", fmt.Sprintf("shop.t%d.example.com", i))
+			w := &discardWriter{h: make(http.Header)}
+			f.v.ServeHTTP(w, req)
+			if w.code != 200 {
+				b.Fatalf("status %d", w.code)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				clear(w.h)
+				f.v.ServeHTTP(w, req)
+			}
+		})
+	}
+}
