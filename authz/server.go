@@ -184,6 +184,7 @@ type request struct {
 	header                         http.Header
 	cookies                        []string
 	origURI                        string
+	authorization                  string
 	contentLength                  int64
 	close                          bool
 }
@@ -254,7 +255,7 @@ func (sc *serverConn) serve() {
 			req.close = true // say so in this last answer
 		}
 		if req.path == "/verify" {
-			q = Query{RawQuery: req.rawQuery, Cookies: req.cookies, OriginalURI: req.origURI}
+			q = Query{RawQuery: req.rawQuery, Cookies: req.cookies, OriginalURI: req.origURI, Authorization: req.authorization}
 			sc.writeAnswer(s.Verifier.Decide(s.ctx, &q), req)
 		} else if err := sc.fallback(req); err != nil {
 			return
@@ -358,6 +359,8 @@ func (sc *serverConn) readRequest() (*request, error) {
 			mark(spanOrigURL, value)
 		case asciiEqualFold(name, "x-forwarded-uri"):
 			mark(spanForwardedURI, value)
+		case asciiEqualFold(name, "authorization"):
+			mark(spanAuthorization, value)
 		case asciiEqualFold(name, "content-length"):
 			n, err := strconv.ParseInt(string(value), 10, 64)
 			if err != nil || n < 0 || sawCL && n != req.contentLength {
@@ -390,6 +393,10 @@ func (sc *serverConn) readRequest() (*request, error) {
 		switch sp.kind {
 		case spanCookie:
 			req.cookies = append(req.cookies, all[sp.from:sp.to])
+		case spanAuthorization:
+			if req.authorization == "" {
+				req.authorization = all[sp.from:sp.to]
+			}
 		default:
 			if from[sp.kind-spanOrigURI] == "" {
 				from[sp.kind-spanOrigURI] = all[sp.from:sp.to]
@@ -408,6 +415,7 @@ const (
 	spanOrigURI
 	spanOrigURL
 	spanForwardedURI
+	spanAuthorization
 )
 
 // readLine returns one header line without its CRLF, charging it to budget.
@@ -451,7 +459,11 @@ func (sc *serverConn) writeAnswer(a Answer, req *request) {
 			writeHeader(w, h.Name, h.Value[0])
 		}
 	case http.StatusUnauthorized:
-		writeHeader(w, "X-Auth-Redirect", a.Redirect)
+		if a.Reason.bearer() {
+			writeHeader(w, "WWW-Authenticate", bearerChallenge)
+		} else {
+			writeHeader(w, "X-Auth-Redirect", a.Redirect)
+		}
 	case http.StatusServiceUnavailable:
 		w.WriteString("Retry-After: 1\r\n")
 	}

@@ -78,6 +78,13 @@ type Config struct {
 	// cookie has no maxAge (default 86400s).
 	StoreTTL time.Duration
 
+	// BearerTokens accepts "Authorization: Bearer <token>" from API
+	// clients, looked up under TokenPrefix (see token.go). Off by default.
+	BearerTokens bool
+	// TokenPrefix is where tokens live: TokenPrefix + hex SHA-256 of the
+	// token (default "authz:token:").
+	TokenPrefix string
+
 	// LoginURL is where a 401 sends the browser (default "/login"); the
 	// original URI goes in RedirectParam (default "rd").
 	LoginURL      string
@@ -106,6 +113,7 @@ func (c *Config) setDefaults() {
 	def(&c.CookieName, "connect.sid")
 	def(&c.KeyPrefix, "sess:")
 	def(&c.RevokedPrefix, "authz:revoked:")
+	def(&c.TokenPrefix, TokenPrefixDefault)
 	def(&c.UserHeader, "X-Auth-User")
 	def(&c.LoginURL, "/login")
 	def(&c.RedirectParam, "rd")
@@ -151,7 +159,7 @@ func (c *Config) validate() error {
 	if c.CacheSize < 0 || c.MaxCookieBytes < 0 || c.MaxSessionBytes < 0 {
 		return errors.New("sizes must not be negative")
 	}
-	return nil
+	return c.validateTokens()
 }
 
 // Verifier answers Nginx auth_request subrequests: cookie, then cache or
@@ -214,6 +222,8 @@ type Query struct {
 	Cookies []string
 	// OriginalURI is X-Original-URI: where a 401 should come back to.
 	OriginalURI string
+	// Authorization is the request's (first) Authorization header.
+	Authorization string
 }
 
 // Answer is a verify decision.
@@ -278,7 +288,7 @@ func (v *Verifier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return ""
 	}
 	orig := OriginalURI(first("X-Original-Uri"), first("X-Original-Url"), first("X-Forwarded-Uri"))
-	q := Query{RawQuery: r.URL.RawQuery, Cookies: r.Header["Cookie"], OriginalURI: orig}
+	q := Query{RawQuery: r.URL.RawQuery, Cookies: r.Header["Cookie"], OriginalURI: orig, Authorization: first("Authorization")}
 	a := v.Decide(r.Context(), &q)
 	h := w.Header()
 	switch a.Reason.Status() {
@@ -288,7 +298,11 @@ func (v *Verifier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h[x.Name] = x.Value
 		}
 	case http.StatusUnauthorized:
-		h["X-Auth-Redirect"] = []string{a.Redirect}
+		if a.Reason.bearer() {
+			h["Www-Authenticate"] = bearerChallengeValue
+		} else {
+			h["X-Auth-Redirect"] = []string{a.Redirect}
+		}
 	case http.StatusServiceUnavailable:
 		h["Retry-After"] = retryAfter
 	}
@@ -316,6 +330,10 @@ func (v *Verifier) decide(ctx context.Context, q *Query, now time.Time) (Reason,
 			}
 			return ReasonBadRule, nil
 		}
+	}
+	// An API client's token wins over any cookie it also sends (token.go).
+	if v.cfg.BearerTokens && isBearer(q.Authorization) {
+		return v.decideBearer(ctx, q.Authorization, rules, now)
 	}
 	value, ok := findCookie(q.Cookies, v.cfg.CookieName)
 	if !ok {
@@ -536,6 +554,8 @@ func (v *Verifier) Logout(e logout.Event) {
 		v.Invalidate(e.Session)
 	case logout.KindUser:
 		v.InvalidateUser(e.User)
+	case logout.KindToken:
+		v.InvalidateToken(e.Token)
 	}
 }
 
