@@ -191,7 +191,7 @@ func (v *Verifier) fetchToken(ctx context.Context, key string, gen uint64) (*ent
 	}
 	s, err := v.decoder.decode(data)
 	if err == nil && s.User == "" {
-		err = errors.New("no user at any user path")
+		err = errNoTokenUser
 	}
 	if err != nil {
 		v.log.Warn("unreadable token document", "token", hash[:8], "err", err)
@@ -307,6 +307,10 @@ type TokenInfo struct {
 	Err     error
 }
 
+// errNoTokenUser means a token document names nobody: every request with
+// the token would get 401.
+var errNoTokenUser = errors.New("no user at any user path")
+
 // tokenMeta is the "token" object `authz token create` stores alongside
 // the identity.
 type tokenMeta struct {
@@ -328,7 +332,7 @@ func (v *Verifier) tokenInfo(hash string, data []byte, ttl time.Duration) TokenI
 	}
 	ti.Session, ti.Err = v.decoder.decode(data)
 	if ti.Err == nil && ti.Session.User == "" {
-		ti.Session, ti.Err = nil, errors.New("no user at any user path: every request with it gets 401")
+		ti.Session, ti.Err = nil, errNoTokenUser
 	}
 	return ti
 }
