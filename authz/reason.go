@@ -21,6 +21,9 @@ const (
 	ReasonInvalidSession   Reason = "invalid_session"    // 401
 	ReasonSessionTooLarge  Reason = "session_too_large"  // 401
 	ReasonRevoked          Reason = "revoked"            // 401
+	ReasonBadToken         Reason = "bad_token"          // 401
+	ReasonTokenNotFound    Reason = "token_not_found"    // 401
+	ReasonInvalidToken     Reason = "invalid_token"      // 401
 
 	ReasonUserNotAllowed Reason = "user_not_allowed" // 403
 	ReasonRoleNotAllowed Reason = "role_not_allowed" // 403
@@ -34,6 +37,7 @@ var allReasons = []Reason{
 	ReasonOK, ReasonNoCookie, ReasonCookieTooLarge, ReasonMalformedCookie,
 	ReasonBadSignature, ReasonInvalidSessionID, ReasonNotFound, ReasonAnonymous,
 	ReasonExpired, ReasonInvalidSession, ReasonSessionTooLarge, ReasonRevoked,
+	ReasonBadToken, ReasonTokenNotFound, ReasonInvalidToken,
 	ReasonUserNotAllowed, ReasonRoleNotAllowed, ReasonUnknownHost, ReasonStoreUnavailable, ReasonBadRule,
 }
 

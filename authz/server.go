@@ -184,6 +184,7 @@ type request struct {
 	header                         http.Header
 	cookies                        []string
 	origURI, host                  string
+	authorization                  string
 	contentLength                  int64
 	close                          bool
 }
@@ -254,7 +255,7 @@ func (sc *serverConn) serve() {
 			req.close = true // say so in this last answer
 		}
 		if req.path == "/verify" {
-			q = Query{RawQuery: req.rawQuery, Cookies: req.cookies, OriginalURI: req.origURI, Host: req.host}
+			q = Query{RawQuery: req.rawQuery, Cookies: req.cookies, OriginalURI: req.origURI, Host: req.host, Authorization: req.authorization}
 			sc.writeAnswer(s.Verifier.Decide(s.ctx, &q), req)
 		} else if err := sc.fallback(req); err != nil {
 			return
@@ -362,6 +363,8 @@ func (sc *serverConn) readRequest() (*request, error) {
 			mark(spanHost, value)
 		case asciiEqualFold(name, "x-forwarded-host"):
 			mark(spanForwardedHost, value)
+		case asciiEqualFold(name, "authorization"):
+			mark(spanAuthorization, value)
 		case asciiEqualFold(name, "content-length"):
 			n, err := strconv.ParseInt(string(value), 10, 64)
 			if err != nil || n < 0 || sawCL && n != req.contentLength {
@@ -394,6 +397,10 @@ func (sc *serverConn) readRequest() (*request, error) {
 		switch sp.kind {
 		case spanCookie:
 			req.cookies = append(req.cookies, all[sp.from:sp.to])
+		case spanAuthorization:
+			if req.authorization == "" {
+				req.authorization = all[sp.from:sp.to]
+			}
 		default:
 			if from[sp.kind] == "" {
 				from[sp.kind] = all[sp.from:sp.to]
@@ -415,6 +422,7 @@ const (
 	spanForwardedURI
 	spanHost
 	spanForwardedHost
+	spanAuthorization
 	spanKinds
 )
 
@@ -459,7 +467,11 @@ func (sc *serverConn) writeAnswer(a Answer, req *request) {
 			writeHeader(w, h.Name, h.Value[0])
 		}
 	case http.StatusUnauthorized:
-		writeHeader(w, "X-Auth-Redirect", a.Redirect)
+		if a.Reason.bearer() {
+			writeHeader(w, "WWW-Authenticate", bearerChallenge)
+		} else {
+			writeHeader(w, "X-Auth-Redirect", a.Redirect)
+		}
 	case http.StatusServiceUnavailable:
 		w.WriteString("Retry-After: 1\r\n")
 	}

@@ -256,11 +256,12 @@ func FuzzServer(f *testing.F) {
 	f.Add("GET /verify HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n")
 	f.Add("GET /healthz?x HTTP/1.1\r\nHost: a\r\nConnection: close, keep-alive\r\n\r\n")
 	f.Add("GET /verify?allow_users=a HTTP/1.1\r\nX-Original-URI: //evil\r\nCookie: connect.sid=s%3Aabc.def\r\n\r\n")
+	f.Add("GET /verify HTTP/1.1\r\nAuthorization: Bearer azt_0123456789abcdefghij\r\nauthorization: bearer \r\nCookie: connect.sid=x\r\n\r\n")
 	// A Redis nobody listens on: a request that got as far as Redis would
 	// answer 503, never 200.
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
 	defer rdb.Close()
-	v, err := New(Config{Secrets: []string{"keyboard cat"}, RedisTimeout: 50 * time.Millisecond}, rdb,
+	v, err := New(Config{Secrets: []string{"keyboard cat"}, RedisTimeout: 50 * time.Millisecond, BearerTokens: true}, rdb,
 		prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		f.Fatal(err)

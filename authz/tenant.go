@@ -45,6 +45,9 @@ type tenant struct {
 	decoder  decoder
 	store    store
 	loginURL string
+	// tokenPrefix holds the tenant's API tokens: TokenPrefix, plus the
+	// tenant's name and ":" when there are tenants.
+	tokenPrefix string
 }
 
 // tenantSet is an immutable routing table from host to tenant, swapped
@@ -178,6 +181,13 @@ func (v *Verifier) buildTenant(t Tenant) (*tenant, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
+	tokenPrefix := cfg.TokenPrefix
+	if t.Name != "" {
+		tokenPrefix += t.Name + ":"
+	}
+	if cfg.BearerTokens && (strings.HasPrefix(tokenPrefix, t.KeyPrefix) || strings.HasPrefix(t.KeyPrefix, tokenPrefix)) {
+		return nil, fmt.Errorf("token prefix %q and key prefix %q overlap: tokens would be read as sessions", tokenPrefix, t.KeyPrefix)
+	}
 	for _, h := range t.Headers {
 		if !validHeaderName(h.Header) {
 			return nil, fmt.Errorf("header %q is not a valid header name", h.Header)
@@ -195,7 +205,8 @@ func (v *Verifier) buildTenant(t Tenant) (*tenant, error) {
 		},
 		store: store{rdb: v.rdb, prefix: t.KeyPrefix, timeout: cfg.RedisTimeout,
 			maxBytes: cfg.MaxSessionBytes, revokedPrefix: cfg.RevokedPrefix},
-		loginURL: t.LoginURL,
+		loginURL:    t.LoginURL,
+		tokenPrefix: tokenPrefix,
 	}, nil
 }
 
@@ -269,12 +280,20 @@ func (v *Verifier) buildTenants(ts []Tenant) (*tenantSet, error) {
 			secretOwner[s] = t
 		}
 		prefix := bt.store.prefix
-		for p, o := range prefixOwner {
-			if strings.HasPrefix(p, prefix) || strings.HasPrefix(prefix, p) {
-				return nil, fmt.Errorf("%s: key prefix %q overlaps %s's %q: a user-wide logout in one would scan the other's sessions", t.where(), prefix, o.where(), p)
+		mine := []string{prefix}
+		if v.cfg.BearerTokens {
+			mine = append(mine, bt.tokenPrefix)
+		}
+		for _, m := range mine {
+			for p, o := range prefixOwner {
+				if strings.HasPrefix(p, m) || strings.HasPrefix(m, p) {
+					return nil, fmt.Errorf("%s: key prefix %q overlaps %s's %q: a user-wide logout in one would scan the other's sessions", t.where(), m, o.where(), p)
+				}
 			}
 		}
-		prefixOwner[prefix] = t
+		for _, m := range mine {
+			prefixOwner[m] = t
+		}
 		set.byName[t.Name] = bt
 		set.byPrefix[prefix] = bt
 		set.list = append(set.list, bt)

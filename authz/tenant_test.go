@@ -318,7 +318,7 @@ func TestReloadTenants(t *testing.T) {
 // BenchmarkVerifyTenants compares the cache-hit path with one tenant and
 // with many: the host lookup is a map lookup, so the cost should not grow.
 func BenchmarkVerifyTenants(b *testing.B) {
-	for _, n := range []int{1, 1000} {
+	for _, n := range []int{0, 1, 1000} {
 		b.Run(fmt.Sprintf("tenants=%d", n), func(b *testing.B) {
 			f := newFixture(b, func(c *Config) { c.CacheTTL = time.Hour })
 			var ts []Tenant
@@ -330,14 +330,18 @@ func BenchmarkVerifyTenants(b *testing.B) {
 					Secrets:   []string{fmt.Sprintf("secret-%d", i)},
 				})
 			}
-			if err := f.v.SetTenants(ts); err != nil {
-				b.Fatal(err)
+			// n=0: no tenant file, every host served alike.
+			prefix, secret := "sess:", testSecret
+			i := n / 2 // a tenant in the middle, reached through a wildcard
+			if n > 0 {
+				if err := f.v.SetTenants(ts); err != nil {
+					b.Fatal(err)
+				}
+				prefix, secret = fmt.Sprintf("sessions:t%d:web:", i), fmt.Sprintf("secret-%d", i)
 			}
-			// A tenant in the middle, reached through a wildcard.
-			i := n / 2
 			sid := "benchbenchbenchbenchbenchbench00"
-			f.tenantSession(fmt.Sprintf("sessions:t%d:web:", i), sid, aliceJSON)
-			req := benchRequest(Sign(sid, fmt.Sprintf("secret-%d", i)))
+			f.tenantSession(prefix, sid, aliceJSON)
+			req := benchRequest(Sign(sid, secret))
 			req.Header.Set("X-Forwarded-Host", fmt.Sprintf("shop.t%d.example.com", i))
 			w := &discardWriter{h: make(http.Header)}
 			f.v.ServeHTTP(w, req)
@@ -351,5 +355,39 @@ func BenchmarkVerifyTenants(b *testing.B) {
 				f.v.ServeHTTP(w, req)
 			}
 		})
+	}
+}
+
+func TestTenantTokensStayInTheirTenant(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.CacheTTL = time.Hour; c.BearerTokens = true })
+	ts, err := ParseTenants([]byte(twoTenants))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.v.SetTenants(ts); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := f.v.CreateToken(context.Background(), "acme", []byte(`{"user":{"id":"svc"}}`), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := f.rdb.Exists(context.Background(), "authz:token:acme:"+TokenHash(tok)).Result(); n != 1 {
+		t.Fatal("the token is not under acme's token prefix")
+	}
+	for _, tc := range []struct {
+		host   string
+		status int
+	}{{"acme.test", 200}, {"globex.test", 401}, {"acme.test", 200}, {"globex.test", 401}} {
+		req, _ := http.NewRequest(http.MethodGet, "/verify", nil)
+		req.Header.Set("X-Forwarded-Host", tc.host)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		w := &discardWriter{h: make(http.Header)}
+		f.v.ServeHTTP(w, req)
+		if w.code != tc.status {
+			t.Errorf("acme's token on %s: %d, want %d", tc.host, w.code, tc.status)
+		}
+	}
+	if _, _, err := f.v.CreateToken(context.Background(), "", []byte(`{"user":{"id":"svc"}}`), time.Hour); err == nil {
+		t.Error("a token without a tenant was created while several are configured")
 	}
 }

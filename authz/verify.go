@@ -78,6 +78,13 @@ type Config struct {
 	// cookie has no maxAge (default 86400s).
 	StoreTTL time.Duration
 
+	// BearerTokens accepts "Authorization: Bearer <token>" from API
+	// clients, looked up under TokenPrefix (see token.go). Off by default.
+	BearerTokens bool
+	// TokenPrefix is where tokens live: TokenPrefix + hex SHA-256 of the
+	// token (default "authz:token:").
+	TokenPrefix string
+
 	// LoginURL is where a 401 sends the browser (default "/login"); the
 	// original URI goes in RedirectParam (default "rd").
 	LoginURL      string
@@ -111,6 +118,7 @@ func (c *Config) setDefaults() {
 	def(&c.CookieName, "connect.sid")
 	def(&c.KeyPrefix, "sess:")
 	def(&c.RevokedPrefix, "authz:revoked:")
+	def(&c.TokenPrefix, TokenPrefixDefault)
 	def(&c.UserHeader, "X-Auth-User")
 	def(&c.LoginURL, "/login")
 	def(&c.RedirectParam, "rd")
@@ -153,7 +161,7 @@ func (c *Config) validate() error {
 	if c.CacheSize < 0 || c.MaxCookieBytes < 0 || c.MaxSessionBytes < 0 {
 		return errors.New("sizes must not be negative")
 	}
-	return nil
+	return c.validateTokens()
 }
 
 // Verifier answers Nginx auth_request subrequests: cookie, then cache or
@@ -219,6 +227,8 @@ type Query struct {
 	// Host is the host the user asked for (see RequestHost); it selects
 	// the tenant when a tenant file is loaded.
 	Host string
+	// Authorization is the request's (first) Authorization header.
+	Authorization string
 }
 
 // Answer is a verify decision.
@@ -312,10 +322,11 @@ func (v *Verifier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	origURL := first("X-Original-Url")
 	q := Query{
-		RawQuery:    r.URL.RawQuery,
-		Cookies:     r.Header["Cookie"],
-		OriginalURI: OriginalURI(first("X-Original-Uri"), origURL, first("X-Forwarded-Uri")),
-		Host:        RequestHost(first("X-Forwarded-Host"), origURL, r.Host),
+		RawQuery:      r.URL.RawQuery,
+		Cookies:       r.Header["Cookie"],
+		OriginalURI:   OriginalURI(first("X-Original-Uri"), origURL, first("X-Forwarded-Uri")),
+		Host:          RequestHost(first("X-Forwarded-Host"), origURL, r.Host),
+		Authorization: first("Authorization"),
 	}
 	a := v.Decide(r.Context(), &q)
 	h := w.Header()
@@ -326,7 +337,11 @@ func (v *Verifier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h[x.Name] = x.Value
 		}
 	case http.StatusUnauthorized:
-		h["X-Auth-Redirect"] = []string{a.Redirect}
+		if a.Reason.bearer() {
+			h["Www-Authenticate"] = bearerChallengeValue
+		} else {
+			h["X-Auth-Redirect"] = []string{a.Redirect}
+		}
 	case http.StatusServiceUnavailable:
 		h["Retry-After"] = retryAfter
 	}
@@ -368,6 +383,10 @@ func (v *Verifier) decide(ctx context.Context, t *tenant, q *Query, now time.Tim
 			}
 			return ReasonBadRule, nil
 		}
+	}
+	// An API client's token wins over any cookie it also sends (token.go).
+	if v.cfg.BearerTokens && isBearer(q.Authorization) {
+		return v.decideBearer(ctx, t, q.Authorization, rules, now)
 	}
 	value, ok := findCookie(q.Cookies, t.codec.name)
 	if !ok {
@@ -598,6 +617,8 @@ func (v *Verifier) Logout(e logout.Event) {
 		v.Invalidate(e.Session)
 	case logout.KindUser:
 		v.InvalidateUser(e.Tenant, e.User)
+	case logout.KindToken:
+		v.InvalidateToken(e.Token)
 	}
 }
 

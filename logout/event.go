@@ -36,18 +36,23 @@ const (
 	KindSession Kind = "session"
 	// KindUser ends every session of one user ("log out everywhere").
 	KindUser Kind = "user"
+	// KindToken revokes one API bearer token, named by the hex SHA-256 of
+	// the token: the token itself never travels.
+	KindToken Kind = "token"
 )
 
 // Event is one logout, as JSON on the channel:
 //
 //	{"v":1,"kind":"session","session":"<sid>","time":"2026-11-21T23:00:00.123Z","origin":"authz-cli"}
 //	{"v":1,"kind":"user","user":"42","tenant":"acme","time":"…","origin":"express-login"}
+//	{"v":1,"kind":"token","token":"<64 hex digits: sha256 of the token>","time":"…","origin":"authz-cli"}
 type Event struct {
 	V       int       `json:"v"`
 	Kind    Kind      `json:"kind"`
 	Tenant  string    `json:"tenant,omitempty"`  // empty: the default tenant
 	Session string    `json:"session,omitempty"` // session id (not the cookie) for KindSession
 	User    string    `json:"user,omitempty"`    // user id for KindUser, as authz's X-Auth-User shows it
+	Token   string    `json:"token,omitempty"`   // hex SHA-256 of the token for KindToken, never the token
 	Time    time.Time `json:"time"`              // when the logout happened; drives the propagation metric
 	Origin  string    `json:"origin,omitempty"`  // who published: free text for logs
 }
@@ -57,7 +62,7 @@ var (
 	ErrNotJSON     = errors.New("not a JSON event")
 	ErrVersion     = errors.New("unknown event version")
 	ErrKind        = errors.New("unknown event kind")
-	ErrMissingID   = errors.New("event names no session or user")
+	ErrMissingID   = errors.New("event names no session, user or token")
 	ErrFieldTooBig = errors.New("event field too long")
 )
 
@@ -79,7 +84,7 @@ func (e Event) Validate() error {
 	if e.V != Version {
 		return fmt.Errorf("%w: %d", ErrVersion, e.V)
 	}
-	for _, f := range []string{e.Session, e.User, e.Tenant, e.Origin} {
+	for _, f := range []string{e.Session, e.User, e.Token, e.Tenant, e.Origin} {
 		if len(f) > maxField {
 			return ErrFieldTooBig
 		}
@@ -93,8 +98,28 @@ func (e Event) Validate() error {
 		if e.User == "" {
 			return fmt.Errorf("%w: user event without user", ErrMissingID)
 		}
+	case KindToken:
+		// Only a hash is accepted: a token pasted where its hash belongs
+		// must go no further, into any subscriber's cache or log.
+		if !isTokenHash(e.Token) {
+			return fmt.Errorf("%w: token event without a token hash (64 lower-case hex digits)", ErrMissingID)
+		}
 	default:
 		return fmt.Errorf("%w: %q", ErrKind, e.Kind)
 	}
 	return nil
+}
+
+// isTokenHash reports whether s is a hex SHA-256 in lower case, as token
+// events name tokens.
+func isTokenHash(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }

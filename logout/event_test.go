@@ -2,8 +2,12 @@ package logout
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
+
+// hash64 is a token hash as token events carry it.
+const hash64 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 func TestParse(t *testing.T) {
 	long := make([]byte, 600)
@@ -16,6 +20,11 @@ func TestParse(t *testing.T) {
 	}{
 		{`{"v":1,"kind":"session","session":"abc","time":"2026-11-21T23:00:00Z"}`, nil},
 		{`{"v":1,"kind":"user","user":"42","tenant":"acme","origin":"app"}`, nil},
+		{`{"v":1,"kind":"token","token":"` + hash64 + `"}`, nil},
+		{`{"v":1,"kind":"token"}`, ErrMissingID},
+		{`{"v":1,"kind":"token","token":"azt_NotAHashButTheTokenItself0123456789abcdefgh"}`, ErrMissingID},
+		{`{"v":1,"kind":"token","token":"` + strings.ToUpper(hash64) + `"}`, ErrMissingID},
+		{`{"v":1,"kind":"token","session":"abc"}`, ErrMissingID},
 		{`not json`, ErrNotJSON},
 		{`{"v":2,"kind":"session","session":"abc"}`, ErrVersion},
 		{`{"kind":"session","session":"abc"}`, ErrVersion},

@@ -44,7 +44,7 @@ func NewPublisher(rdb redis.UniversalClient, cfg PublisherConfig, reg prometheus
 		Name: "authz_logout_events_published_total",
 		Help: "Logout events published, by kind.",
 	}, []string{"kind"})
-	for _, k := range []Kind{KindSession, KindUser} {
+	for _, k := range []Kind{KindSession, KindUser, KindToken} {
 		p.published.WithLabelValues(string(k)) // from 0, so rate() sees the first
 	}
 	if reg != nil {

@@ -120,7 +120,7 @@ func NewSubscriber(rdb redis.UniversalClient, h Handler, cfg SubscriberConfig, r
 	for _, r := range []string{"not_json", "version", "kind", "missing_id", "too_big"} {
 		m.rejected.WithLabelValues(r)
 	}
-	for _, k := range []Kind{KindSession, KindUser} {
+	for _, k := range []Kind{KindSession, KindUser, KindToken} {
 		m.received.WithLabelValues(string(k))
 	}
 	if reg != nil {

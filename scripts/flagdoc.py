@@ -19,7 +19,7 @@ def table(cmd):
         rows.append(f'| `--{name}` | `{env}`{alias.get(name,"")} | {"`"+default+"`" if default else "—"} | {desc} |')
     return '\n'.join(rows)
 doc=open('docs/configuration.md').read()
-for cmd in ['serve','logout','session show']:
+for cmd in ['serve','logout','session show','token create','token revoke','token list']:
     start=f'<!-- flags:{cmd} -->'; end=f'<!-- /flags:{cmd} -->'
     i=doc.index(start)+len(start); j=doc.index(end)
     doc=doc[:i]+'\n'+table(cmd)+'\n'+doc[j:]

@@ -32,6 +32,6 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServe(), newLogout(), newSession())
+	root.AddCommand(newServe(), newLogout(), newSession(), newToken())
 	return root
 }

@@ -216,6 +216,8 @@ func newServe() *cobra.Command {
 	fs.IntVar(&c.BreakerFailures, "redis-breaker-failures", 5, "consecutive Redis failures that open the circuit: requests then get 503 at once instead of after --redis-timeout (0: off)")
 	fs.DurationVar(&c.BreakerCooldown, "redis-breaker-cooldown", time.Second, "how long the Redis circuit stays open before requests try Redis again")
 	fs.BoolVar(&c.EnforceExpires, "enforce-expires", false, "also reject sessions whose cookie.expires has passed (for stores written without a TTL)")
+	fs.BoolVar(&c.BearerTokens, "bearer-tokens", false, "accept Authorization: Bearer <token> from API clients, looked up under --token-prefix (see authz token)")
+	fs.StringVar(&c.TokenPrefix, "token-prefix", authz.TokenPrefixDefault, "Redis key prefix of API tokens (each stored as the hex SHA-256 of the token)")
 	fs.StringSliceVar(&f.rolePaths, "roles-path", []string{"passport.user.roles", "user.roles"}, "session paths tried in order for the roles allow_roles checks")
 	fs.StringVar(&c.UserHeader, "user-header", "X-Auth-User", "response header carrying the identity")
 	fs.StringArrayVar(&f.headers, "header", nil, "extra identity header from a session path, e.g. X-Auth-Email=passport.user.email (repeatable)")

@@ -1,0 +1,483 @@
+package authz
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// API clients (services calling services, scripts) authenticate with
+// "Authorization: Bearer <token>" when Config.BearerTokens is on. A token is
+// stored in Redis under TokenPrefix + hex(SHA-256(token)): Redis, its
+// backups and its replicas only ever hold the hash, which cannot be turned
+// back into a token. The value is a JSON document read by the same decoder
+// as a session (user paths, roles paths, header mappings), so a token and a
+// session of the same identity answer with the same headers and pass the
+// same rules.
+//
+// A token is random (256 bits), so SHA-256 needs no salt or stretching:
+// there is nothing to guess. It is looked up like a session: local cache,
+// then one Redis round trip, shared by concurrent misses. Revoking deletes
+// the key and publishes a token event; every instance drops its cached
+// entry at once.
+
+// TokenPrefixDefault is the default Config.TokenPrefix.
+const TokenPrefixDefault = "authz:token:"
+
+// TokenMark starts every token authz creates. It tells a token apart in
+// logs, secret scanners and Nginx (which strips these before a request
+// reaches a service), and from the tokens apps use for themselves.
+const TokenMark = "azt_"
+
+const (
+	// minTokenLen and maxTokenLen bound a bearer token accepted on
+	// /verify. Tokens authz makes are 47 characters; the bound leaves room
+	// for longer ones without letting a client make authz hash kilobytes.
+	minTokenLen = 16
+	maxTokenLen = 256
+	// tokenKeyLen is a token's cache key: '~' and 64 hex digits. '~' is
+	// never in a session id ([A-Za-z0-9_-]), so the two cannot collide in
+	// the cache they share.
+	tokenKeyLen = 1 + 2*sha256.Size
+)
+
+// isBearer reports whether an Authorization header uses the Bearer scheme
+// (case-insensitive, RFC 9110), whatever follows.
+func isBearer(auth string) bool {
+	return len(auth) >= 6 && strings.EqualFold(auth[:6], "bearer") && (len(auth) == 6 || auth[6] == ' ')
+}
+
+// bearerToken returns the credentials of a Bearer Authorization header and
+// whether they are a plausible token: RFC 6750's b64token alphabet, within
+// the length bounds. Anything else (spaces, commas, quotes, control
+// characters, a second parameter) is refused before any hashing.
+func bearerToken(auth string) (string, bool) {
+	tok := strings.TrimLeft(auth[6:], " ")
+	if len(tok) < minTokenLen || len(tok) > maxTokenLen {
+		return "", false
+	}
+	i := 0
+	for ; i < len(tok) && b64tokenChar(tok[i]); i++ {
+	}
+	for j := i; j < len(tok); j++ {
+		if tok[j] != '=' { // only trailing '=' padding
+			return "", false
+		}
+	}
+	return tok, i > 0
+}
+
+func b64tokenChar(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/'
+}
+
+// tokenKey writes tok's cache key into k without allocating: the token is
+// copied to a stack buffer (hashing a string converted to []byte would
+// allocate for anything over 32 bytes).
+func tokenKey(k *[tokenKeyLen]byte, tok string) {
+	var buf [maxTokenLen]byte
+	n := copy(buf[:], tok)
+	sum := sha256.Sum256(buf[:n])
+	k[0] = '~'
+	hex.Encode(k[1:], sum[:])
+}
+
+// tokenHashOf returns the hash part of a token cache key.
+func tokenHashOf(key []byte) string { return string(key[1:]) }
+
+// bearer reports whether r denies a bearer token, so the answer carries a
+// Bearer challenge instead of a login redirect: an API client has no use
+// for a login page.
+func (r Reason) bearer() bool {
+	return r == ReasonBadToken || r == ReasonTokenNotFound || r == ReasonInvalidToken
+}
+
+// bearerChallenge is the WWW-Authenticate value of a 401 for a token
+// (RFC 6750). Nginx's config answers the client 401 with it.
+const bearerChallenge = `Bearer realm="authz", error="invalid_token"`
+
+var bearerChallengeValue = []string{bearerChallenge}
+
+// decideBearer is decide for a request carrying a Bearer Authorization
+// header: the token replaces the cookie, and nothing falls back to the
+// cookie when the token fails (see docs/tokens.md).
+//
+// Tokens belong to a tenant like sessions do: each tenant's live under its
+// own prefix (TokenPrefix + name + ":"), and a cached token is only its
+// tenant's answer.
+func (v *Verifier) decideBearer(ctx context.Context, t *tenant, auth string, rules *Rules, now time.Time) (Reason, *Session) {
+	tok, ok := bearerToken(auth)
+	if !ok {
+		return ReasonBadToken, nil
+	}
+	var key [tokenKeyLen]byte
+	tokenKey(&key, tok)
+	var e *entry
+	if !v.bypass.Load() {
+		if e = v.cache.get(key[:], now.UnixNano()); e != nil && e.tenant != t {
+			e = nil
+		}
+	}
+	if e != nil {
+		v.metrics.cacheHits.Inc()
+	} else {
+		v.metrics.cacheMisses.Inc()
+		var err error
+		if e, err = v.loadToken(ctx, t, key[:]); err != nil {
+			return ReasonStoreUnavailable, nil
+		}
+	}
+	if e.sess == nil {
+		return e.reason, nil
+	}
+	if rules != nil {
+		if reason := rules.check(e.sess); reason != "" {
+			return reason, e.sess
+		}
+	}
+	return ReasonOK, e.sess
+}
+
+// loadToken is load for a token: one Redis read shared by concurrent
+// misses, keyed by the invalidation generation so a request after a
+// revocation never joins a read from before it.
+func (v *Verifier) loadToken(ctx context.Context, t *tenant, key []byte) (*entry, error) {
+	gen := v.cache.gen(key)
+	flight := strconv.FormatUint(gen, 36) + ":" + t.id + ":" + string(key)
+	res, err, _ := v.flight.Do(flight, func() (any, error) {
+		return v.fetchToken(context.WithoutCancel(ctx), t, flight[len(flight)-len(key):], gen)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res.(*entry), nil
+}
+
+func (v *Verifier) fetchToken(ctx context.Context, t *tenant, key string, gen uint64) (*entry, error) {
+	if v.breaker.open(v.cfg.Now().UnixNano()) {
+		return nil, errBreakerOpen
+	}
+	hash := key[1:]
+	data, ttl, err := v.readToken(ctx, t, hash)
+	now := v.cfg.Now().UnixNano()
+	if err != nil && !errors.Is(err, errNotFound) && !errors.Is(err, errTooLarge) {
+		v.breaker.failure(now)
+	} else {
+		v.breaker.success()
+	}
+	negative := func(r Reason) (*entry, error) {
+		e := &entry{tenant: t, reason: r, until: now + int64(v.cfg.NegativeCacheTTL)}
+		if v.cfg.NegativeCacheTTL > 0 {
+			v.put(key, e, gen, now)
+		}
+		return e, nil
+	}
+	switch {
+	case errors.Is(err, errNotFound):
+		return negative(ReasonTokenNotFound)
+	case errors.Is(err, errTooLarge):
+		v.log.Warn("token document over the size cap", "err", err)
+		return negative(ReasonInvalidToken)
+	case err != nil:
+		v.metrics.redisErrors.WithLabelValues("load").Inc()
+		v.log.Warn("token store unavailable", "err", err)
+		return nil, err
+	}
+	s, err := t.decoder.decode(data)
+	if err == nil && s.User == "" {
+		err = errNoTokenUser
+	}
+	if err != nil {
+		v.log.Warn("unreadable token document", "token", hash[:8], "err", err)
+		return negative(ReasonInvalidToken)
+	}
+	s.userValue = []string{s.User}
+	e := &entry{tenant: t, sess: s, until: now + int64(v.cfg.CacheTTL)}
+	if ttl > 0 {
+		kd := now + int64(ttl)
+		e.keyDeadline.Store(kd)
+		e.until = min(e.until, kd)
+	}
+	v.put(key, e, gen, now)
+	return e, nil
+}
+
+// readToken returns the document stored for a token hash and the key's
+// remaining TTL (negative when it has none), in one round trip.
+func (v *Verifier) readToken(ctx context.Context, t *tenant, hash string) ([]byte, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, v.cfg.RedisTimeout)
+	defer cancel()
+	key := t.tokenPrefix + hash
+	pipe := v.rdb.Pipeline()
+	get := pipe.Get(ctx, key)
+	pttl := pipe.PTTL(ctx, key)
+	_, err := pipe.Exec(ctx)
+	if errors.Is(err, redis.Nil) {
+		return nil, 0, errNotFound
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("load token %s: %w", hash[:8], err)
+	}
+	data, _ := get.Bytes()
+	if len(data) > v.cfg.MaxSessionBytes {
+		return nil, 0, fmt.Errorf("load token %s: %d bytes: %w", hash[:8], len(data), errTooLarge)
+	}
+	if d := pttl.Val(); d != -2 {
+		return data, d, nil
+	}
+	return nil, 0, errNotFound // expired between GET and PTTL
+}
+
+// InvalidateToken drops one token, named by its hash, from the cache; it
+// reports whether it was cached.
+func (v *Verifier) InvalidateToken(hash string) bool { return v.Invalidate("~" + hash) }
+
+// validateTokens refuses prefixes under which tokens and sessions could be
+// mistaken for each other: a user-wide logout scans KeyPrefix, and must
+// never read token documents as sessions.
+func (c *Config) validateTokens() error {
+	if !c.BearerTokens {
+		return nil
+	}
+	if strings.HasPrefix(c.TokenPrefix, c.KeyPrefix) || strings.HasPrefix(c.KeyPrefix, c.TokenPrefix) {
+		return fmt.Errorf("token prefix %q and key prefix %q overlap: tokens would be read as sessions", c.TokenPrefix, c.KeyPrefix)
+	}
+	return nil
+}
+
+// NewToken returns a new random token: TokenMark and 256 random bits,
+// base64url-encoded (47 characters).
+func NewToken() string {
+	var b [32]byte
+	rand.Read(b[:]) // never fails (crypto/rand since Go 1.24)
+	return TokenMark + base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// TokenHash returns the id a token is stored and revoked under: the hex
+// SHA-256 of the token.
+func TokenHash(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// IsTokenHash reports whether s is a token hash as TokenHash writes it.
+func IsTokenHash(s string) bool {
+	if len(s) != 2*sha256.Size {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// ParseTokenRef turns what an operator pastes into a token hash: a hash is
+// taken as it is, anything else is a token and is hashed.
+func ParseTokenRef(ref string) (string, error) {
+	if IsTokenHash(ref) {
+		return ref, nil
+	}
+	if _, ok := bearerToken("Bearer " + ref); !ok {
+		return "", errors.New("neither a token hash (64 hex digits) nor a token (16-256 characters of [A-Za-z0-9-._~+/])")
+	}
+	return TokenHash(ref), nil
+}
+
+// TokenInfo is what authz knows about a stored token; never the token.
+type TokenInfo struct {
+	// Hash is the token's id: hex SHA-256 of the token.
+	Hash string
+	// Name and Created come from the document's "token" object, as
+	// `authz token create` writes it; empty when absent.
+	Name    string
+	Created time.Time
+	// TTL is the key's remaining lifetime; negative when it never expires.
+	TTL time.Duration
+	// Session is the identity the token maps to, as a verify would see it;
+	// nil with Err set when the document is unreadable.
+	Session *Session
+	Err     error
+}
+
+// errNoTokenUser means a token document names nobody: every request with
+// the token would get 401.
+var errNoTokenUser = errors.New("no user at any user path")
+
+// tokenMeta is the "token" object `authz token create` stores alongside
+// the identity.
+type tokenMeta struct {
+	Name    string    `json:"name,omitempty"`
+	Created time.Time `json:"created"`
+}
+
+func (v *Verifier) tokenInfo(t *tenant, hash string, data []byte, ttl time.Duration) TokenInfo {
+	ti := TokenInfo{Hash: hash, TTL: ttl}
+	if len(data) > v.cfg.MaxSessionBytes {
+		ti.Err = errTooLarge
+		return ti
+	}
+	var doc struct {
+		Token tokenMeta `json:"token"`
+	}
+	if json.Unmarshal(data, &doc) == nil {
+		ti.Name, ti.Created = doc.Token.Name, doc.Token.Created
+	}
+	ti.Session, ti.Err = t.decoder.decode(data)
+	if ti.Err == nil && ti.Session.User == "" {
+		ti.Session, ti.Err = nil, errNoTokenUser
+	}
+	return ti
+}
+
+// CreateToken stores doc, a JSON object, under a new token that lives for
+// ttl (0: until revoked) and returns the token; authz keeps only its hash.
+// The document must name a user at one of the user paths, exactly as a
+// session would, or the token is refused rather than stored useless. The
+// token opens tenant's hosts only ("" without a tenant file).
+func (v *Verifier) CreateToken(ctx context.Context, tenant string, doc []byte, ttl time.Duration) (string, TokenInfo, error) {
+	if ttl < 0 {
+		return "", TokenInfo{}, errors.New("create token: negative TTL")
+	}
+	t, err := v.tenant(tenant)
+	if err != nil {
+		return "", TokenInfo{}, fmt.Errorf("create token: %w", err)
+	}
+	token := NewToken()
+	hash := TokenHash(token)
+	ti := v.tokenInfo(t, hash, doc, ttl)
+	if ti.Err != nil {
+		return "", ti, fmt.Errorf("create token: the identity document: %w", ti.Err)
+	}
+	if ttl == 0 {
+		ti.TTL = -1
+	}
+	ctx, cancel := context.WithTimeout(ctx, v.cfg.RedisTimeout*4)
+	defer cancel()
+	// NX: a token is never stored over another one (with 256 random bits
+	// a clash cannot happen; NX makes it cannot matter).
+	ok, err := v.rdb.SetNX(ctx, t.tokenPrefix+hash, doc, ttl).Result()
+	if err != nil {
+		return "", ti, fmt.Errorf("create token %s: %w", hash[:8], err)
+	}
+	if !ok {
+		return "", ti, fmt.Errorf("create token %s: the key exists", hash[:8])
+	}
+	return token, ti, nil
+}
+
+// Token reads one token's document straight from Redis (no cache).
+func (v *Verifier) Token(ctx context.Context, tenant, hash string) (TokenInfo, error) {
+	t, err := v.tenant(tenant)
+	if err != nil {
+		return TokenInfo{}, err
+	}
+	data, ttl, err := v.readToken(ctx, t, hash)
+	if errors.Is(err, errNotFound) {
+		return TokenInfo{}, fmt.Errorf("token %s: %w", hash[:8], err)
+	}
+	if err != nil && !errors.Is(err, errTooLarge) {
+		return TokenInfo{}, err
+	}
+	return v.tokenInfo(t, hash, data, ttl), nil
+}
+
+// RevokeToken deletes a token, named by its hash; it reports whether the
+// key existed. It does not publish; the caller does, so every instance
+// drops its cached entry. No marker is needed, unlike for sessions: only
+// `authz token create` writes token keys, and never the same one twice.
+func (v *Verifier) RevokeToken(ctx context.Context, tenant, hash string) (bool, error) {
+	if !IsTokenHash(hash) {
+		return false, errors.New("revoke token: not a token hash")
+	}
+	t, err := v.tenant(tenant)
+	if err != nil {
+		return false, fmt.Errorf("revoke token: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, v.cfg.RedisTimeout*4)
+	defer cancel()
+	n, err := v.rdb.Del(ctx, t.tokenPrefix+hash).Result()
+	if err != nil {
+		return false, fmt.Errorf("revoke token %s: %w", hash[:8], err)
+	}
+	return n > 0, nil
+}
+
+// Tokens calls fn for every stored token, walking TokenPrefix with SCAN
+// (every master of a cluster) and reading each batch in one round trip.
+func (v *Verifier) Tokens(ctx context.Context, tenant string, fn func(TokenInfo) error) error {
+	t, err := v.tenant(tenant)
+	if err != nil {
+		return fmt.Errorf("list tokens: %w", err)
+	}
+	if cc, ok := v.rdb.(*redis.ClusterClient); ok {
+		// Masters are walked in parallel; fn sees one token at a time.
+		var mu sync.Mutex
+		locked := func(ti TokenInfo) error {
+			mu.Lock()
+			defer mu.Unlock()
+			return fn(ti)
+		}
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			return v.tokensOn(ctx, t, c, locked)
+		})
+	}
+	return v.tokensOn(ctx, t, v.rdb, fn)
+}
+
+func (v *Verifier) tokensOn(ctx context.Context, t *tenant, c redis.UniversalClient, fn func(TokenInfo) error) error {
+	prefix := t.tokenPrefix
+	var cursor uint64
+	for {
+		cctx, cancel := context.WithTimeout(ctx, v.cfg.RedisTimeout*4)
+		keys, next, err := c.Scan(cctx, cursor, prefix+"*", scanBatch).Result()
+		if err != nil {
+			cancel()
+			return fmt.Errorf("list tokens: scan %s*: %w", prefix, err)
+		}
+		var infos []TokenInfo
+		if len(keys) > 0 {
+			pipe := c.Pipeline()
+			gets := make([]*redis.StringCmd, len(keys))
+			ttls := make([]*redis.DurationCmd, len(keys))
+			for i, k := range keys {
+				gets[i] = pipe.Get(cctx, k)
+				ttls[i] = pipe.PTTL(cctx, k)
+			}
+			if _, err := pipe.Exec(cctx); err != nil && !errors.Is(err, redis.Nil) {
+				cancel()
+				return fmt.Errorf("list tokens: read: %w", err)
+			}
+			for i, k := range keys {
+				hash := k[len(prefix):]
+				data, err := gets[i].Bytes()
+				if err != nil || !IsTokenHash(hash) {
+					continue // gone since the SCAN, or not a token key
+				}
+				infos = append(infos, v.tokenInfo(t, hash, data, ttls[i].Val()))
+			}
+		}
+		cancel()
+		for _, ti := range infos {
+			if err := fn(ti); err != nil {
+				return err
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,397 @@
+package authz
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authz/authz/logout"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// tokenFixture is a fixture with bearer tokens on and an hour of cache, so
+// only an invalidation can explain a cached token turning into a deny.
+func tokenFixture(t testing.TB, mod func(*Config)) *fixture {
+	t.Helper()
+	return newFixture(t, func(c *Config) {
+		c.BearerTokens = true
+		c.CacheTTL = time.Hour
+		if mod != nil {
+			mod(c)
+		}
+	})
+}
+
+// token creates a token for doc through CreateToken and returns it.
+func (f *fixture) token(doc string, ttl time.Duration) string {
+	f.t.Helper()
+	tok, _, err := f.v.CreateToken(context.Background(), "", []byte(doc), ttl)
+	if err != nil {
+		f.t.Fatalf("CreateToken(%s): %v", doc, err)
+	}
+	return tok
+}
+
+// decide runs one verify decision on q.
+func (f *fixture) decide(q Query) Answer {
+	f.t.Helper()
+	return f.v.Decide(context.Background(), &q)
+}
+
+const svcJSON = `{"user":{"id":"svc-billing","roles":["admin"]},"token":{"name":"billing","created":"2026-01-02T03:04:05Z"}}`
+
+func TestBearerAnswers(t *testing.T) {
+	f := tokenFixture(t, nil)
+	svc := f.token(svcJSON, time.Hour)
+	// The same identity document shape as a passport session: the
+	// --header mappings apply to tokens too.
+	mail := f.token(`{"passport":{"user":{"id":"carol","email":"carol@example.com","roles":["staff"]}}}`, 0)
+	_, alice := f.session(aliceJSON, time.Hour)
+	// Documents authz did not write: stored by hand under the token prefix.
+	store := func(doc string) string {
+		tok := NewToken()
+		if err := f.rdb.Set(context.Background(), "authz:token:"+TokenHash(tok), doc, time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	anon := store(`{"user":null}`)
+	notJSON := store(`<html>`)
+	crlf := store(`{"user":"x\r\nX-Auth-User: admin"}`)
+
+	tests := []struct {
+		name   string
+		auth   string
+		cookie string
+		query  string
+		want   Reason
+		user   string
+	}{
+		{"valid token", "Bearer " + svc, "", "", ReasonOK, "svc-billing"},
+		{"scheme in any case", "bEaReR " + svc, "", "", ReasonOK, "svc-billing"},
+		{"several spaces", "Bearer   " + svc, "", "", ReasonOK, "svc-billing"},
+		{"passport-shaped document", "Bearer " + mail, "", "", ReasonOK, "carol"},
+		{"token wins over a cookie", "Bearer " + svc, "connect.sid=" + alice, "", ReasonOK, "svc-billing"},
+		{"unknown token", "Bearer " + NewToken(), "", "", ReasonTokenNotFound, ""},
+		{"unknown token never falls back to the cookie", "Bearer " + NewToken(), "connect.sid=" + alice, "", ReasonTokenNotFound, ""},
+		{"other scheme: the cookie decides", "Basic YWxpY2U6c2VjcmV0", "connect.sid=" + alice, "", ReasonOK, "alice"},
+		{"other scheme, no cookie", "Basic YWxpY2U6c2VjcmV0", "", "", ReasonNoCookie, ""},
+		{"scheme only", "Bearer", "connect.sid=" + alice, "", ReasonBadToken, ""},
+		{"scheme and spaces", "Bearer   ", "", "", ReasonBadToken, ""},
+		{"too short", "Bearer azt_short", "", "", ReasonBadToken, ""},
+		{"too long", "Bearer " + strings.Repeat("a", maxTokenLen+1), "", "", ReasonBadToken, ""},
+		{"longest accepted, unknown", "Bearer " + strings.Repeat("a", maxTokenLen), "", "", ReasonTokenNotFound, ""},
+		{"padding", "Bearer " + strings.Repeat("a", 20) + "==", "", "", ReasonTokenNotFound, ""},
+		{"padding inside", "Bearer aaaaaaaaaa==aaaaaaaaaa", "", "", ReasonBadToken, ""},
+		{"only padding", "Bearer " + strings.Repeat("=", 20), "", "", ReasonBadToken, ""},
+		{"comma", "Bearer " + svc + ",x", "", "", ReasonBadToken, ""},
+		{"second parameter", "Bearer " + svc + " realm=x", "", "", ReasonBadToken, ""},
+		{"CRLF", "Bearer " + svc + "\r\nX-Auth-User: admin", "", "", ReasonBadToken, ""},
+		{"NUL", "Bearer " + svc[:20] + "\x00" + svc[21:], "", "", ReasonBadToken, ""},
+		{"non-ASCII", "Bearer " + svc[:20] + "é" + svc[22:], "", "", ReasonBadToken, ""},
+		{"tab after the scheme: not Bearer", "Bearer\t" + svc, "", "", ReasonNoCookie, ""},
+		{"anonymous document", "Bearer " + anon, "", "", ReasonInvalidToken, ""},
+		{"not JSON", "Bearer " + notJSON, "", "", ReasonInvalidToken, ""},
+		{"identity with CRLF", "Bearer " + crlf, "", "", ReasonInvalidToken, ""},
+		{"role rule passes", "Bearer " + svc, "", "allow_roles=admin", ReasonOK, "svc-billing"},
+		{"role rule fails", "Bearer " + mail, "", "allow_roles=admin", ReasonRoleNotAllowed, ""},
+		{"user rule fails", "Bearer " + svc, "", "allow_users=alice", ReasonUserNotAllowed, ""},
+		{"user rule passes", "Bearer " + svc, "", "allow_users=alice,svc-billing", ReasonOK, "svc-billing"},
+		{"bad rule first", "Bearer " + svc, "", "allow_role=admin", ReasonBadRule, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := Query{Authorization: tt.auth, RawQuery: tt.query, OriginalURI: "/api/x"}
+			if tt.cookie != "" {
+				q.Cookies = []string{tt.cookie}
+			}
+			for _, round := range []string{"first", "cached"} {
+				a := f.decide(q)
+				if a.Reason != tt.want {
+					t.Fatalf("%s: reason %q, want %q", round, a.Reason, tt.want)
+				}
+				if tt.user != "" && a.Session.User != tt.user {
+					t.Errorf("%s: user %q, want %q", round, a.Session.User, tt.user)
+				}
+			}
+		})
+	}
+}
+
+func TestBearerOffIgnoresTheHeader(t *testing.T) {
+	f := newFixture(t, nil)
+	_, alice := f.session(aliceJSON, time.Hour)
+	tok := NewToken()
+	if err := f.rdb.Set(context.Background(), "authz:token:"+TokenHash(tok), svcJSON, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if a := f.decide(Query{Authorization: "Bearer " + tok}); a.Reason != ReasonNoCookie {
+		t.Errorf("token without --bearer-tokens: %q, want no_cookie", a.Reason)
+	}
+	if a := f.decide(Query{Authorization: "Bearer " + tok, Cookies: []string{"connect.sid=" + alice}}); a.Reason != ReasonOK || a.Session.User != "alice" {
+		t.Errorf("token and cookie without --bearer-tokens: %q, want the cookie's user", a.Reason)
+	}
+}
+
+// TestBearerAnswerHeaders checks both HTTP front ends: an allowed token
+// carries the same identity headers as a session; a refused one a Bearer
+// challenge, not a login redirect.
+func TestBearerAnswerHeaders(t *testing.T) {
+	f := tokenFixture(t, nil)
+	tok := f.token(`{"passport":{"user":{"id":"carol","email":"carol@example.com"}}}`, time.Hour)
+	check := func(t *testing.T, h http.Header, status int, auth string) {
+		t.Helper()
+		switch auth {
+		case "Bearer " + tok:
+			if status != 200 || h.Get("X-Auth-User") != "carol" || h.Get("X-Auth-Email") != "carol@example.com" {
+				t.Errorf("valid token: %d %v", status, h)
+			}
+		default:
+			if status != 401 || h.Get("WWW-Authenticate") != bearerChallenge || h.Get("X-Auth-Redirect") != "" {
+				t.Errorf("%q: %d %v; want 401 with a Bearer challenge and no redirect", auth, status, h)
+			}
+		}
+	}
+	auths := []string{"Bearer " + tok, "Bearer " + NewToken(), "Bearer x"}
+	t.Run("net/http", func(t *testing.T) {
+		for _, auth := range auths {
+			w := f.verify("", "", "Authorization", auth, "X-Original-URI", "/api")
+			check(t, w.Header(), w.Code, auth)
+		}
+	})
+	t.Run("Server", func(t *testing.T) {
+		addr := startServer(t, f)
+		var raw strings.Builder
+		for _, auth := range auths {
+			raw.WriteString("GET /verify HTTP/1.1\r\nHost: authz\r\nX-Original-URI: /api\r\nauthorization: " + auth + "\r\n\r\n")
+		}
+		resps, _ := exchange(t, addr, raw.String(), len(auths))
+		if len(resps) != len(auths) {
+			t.Fatalf("%d answers, want %d", len(resps), len(auths))
+		}
+		for i, r := range resps {
+			check(t, r.Header, r.StatusCode, auths[i])
+		}
+	})
+	t.Run("Server, the first Authorization counts", func(t *testing.T) {
+		addr := startServer(t, f)
+		resps, _ := exchange(t, addr, "GET /verify HTTP/1.1\r\nHost: authz\r\nAuthorization: Bearer "+NewToken()+
+			"\r\nAuthorization: Bearer "+tok+"\r\n\r\n", 1)
+		if len(resps) != 1 || resps[0].StatusCode != 401 {
+			t.Fatalf("answers %v, want one 401", resps)
+		}
+	})
+}
+
+// TestTokenRevocation: a revoked token stays cached until its event
+// arrives, then is refused at once; the revocation event names only the
+// hash.
+func TestTokenRevocation(t *testing.T) {
+	f := tokenFixture(t, nil)
+	tok := f.token(svcJSON, time.Hour)
+	q := Query{Authorization: "Bearer " + tok}
+	if a := f.decide(q); a.Reason != ReasonOK {
+		t.Fatalf("before: %q", a.Reason)
+	}
+	hash, err := ParseTokenRef(tok)
+	if err != nil || hash != TokenHash(tok) {
+		t.Fatalf("ParseTokenRef(token) = %q, %v", hash, err)
+	}
+	if h2, err := ParseTokenRef(hash); err != nil || h2 != hash {
+		t.Fatalf("ParseTokenRef(hash) = %q, %v", h2, err)
+	}
+	found, err := f.v.RevokeToken(context.Background(), "", hash)
+	if err != nil || !found {
+		t.Fatalf("RevokeToken = %v, %v", found, err)
+	}
+	if a := f.decide(q); a.Reason != ReasonOK {
+		t.Fatalf("revoked but not yet told: %q; want the cached allow (this test's clock-free proof the cache is in play)", a.Reason)
+	}
+	f.v.Logout(logout.Event{V: logout.Version, Kind: logout.KindToken, Token: hash})
+	if a := f.decide(q); a.Reason != ReasonTokenNotFound {
+		t.Fatalf("after the event: %q, want token_not_found", a.Reason)
+	}
+	if found, err := f.v.RevokeToken(context.Background(), "", hash); err != nil || found {
+		t.Errorf("second RevokeToken = %v, %v; want false, nil", found, err)
+	}
+	if _, err := f.v.RevokeToken(context.Background(), "", tok); err == nil {
+		t.Error("RevokeToken accepted a token where a hash belongs")
+	}
+}
+
+func TestTokenCacheEntryEndsWithTheKey(t *testing.T) {
+	f := tokenFixture(t, nil)
+	tok := f.token(svcJSON, 2*time.Second)
+	var key [tokenKeyLen]byte
+	tokenKey(&key, tok)
+	if a := f.decide(Query{Authorization: "Bearer " + tok}); a.Reason != ReasonOK {
+		t.Fatalf("%q", a.Reason)
+	}
+	e := f.v.cache.get(key[:], time.Now().UnixNano())
+	if e == nil {
+		t.Fatal("not cached")
+	}
+	if left := time.Until(time.Unix(0, e.until)); left > 2*time.Second || left <= 0 {
+		t.Errorf("cached for %v more with an hour of cache TTL; want at most the key's 2s", left)
+	}
+}
+
+func TestTokenKeyNeverASessionID(t *testing.T) {
+	var key [tokenKeyLen]byte
+	tokenKey(&key, NewToken())
+	if key[0] != '~' || validSID(key[:]) || !IsTokenHash(tokenHashOf(key[:])) {
+		t.Errorf("cache key %q: want '~' and a hex hash, never a valid session id", key)
+	}
+	tok := strings.Repeat("x", maxTokenLen)
+	tokenKey(&key, tok)
+	if tokenHashOf(key[:]) != TokenHash(tok) {
+		t.Error("tokenKey and TokenHash disagree")
+	}
+}
+
+func TestCreateTokenRefusesUselessDocuments(t *testing.T) {
+	f := tokenFixture(t, nil)
+	for _, doc := range []string{`{}`, `{"user":null}`, `{"user":{"name":"no id"}}`, `[1]`, `{"user":"a"} x`, `{"user":" padded "}`} {
+		if _, _, err := f.v.CreateToken(context.Background(), "", []byte(doc), time.Hour); err == nil {
+			t.Errorf("CreateToken(%s) succeeded", doc)
+		}
+	}
+	if n := f.rdb.DBSize(context.Background()).Val(); n != 0 {
+		t.Errorf("%d keys stored for refused documents", n)
+	}
+	if _, _, err := f.v.CreateToken(context.Background(), "", []byte(svcJSON), -time.Second); err == nil {
+		t.Error("negative TTL accepted")
+	}
+}
+
+func TestCreateTokenStoresOnlyTheHash(t *testing.T) {
+	f := tokenFixture(t, nil)
+	tok, ti, err := f.v.CreateToken(context.Background(), "", []byte(svcJSON), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(tok, TokenMark) || len(tok) != 47 {
+		t.Errorf("token %q: want %s and 43 base64url characters", tok, TokenMark)
+	}
+	keys := f.rdb.Keys(context.Background(), "*").Val()
+	if len(keys) != 1 || keys[0] != "authz:token:"+TokenHash(tok) || ti.Hash != TokenHash(tok) {
+		t.Fatalf("keys %v, info hash %s; want only authz:token:<sha256>", keys, ti.Hash)
+	}
+	if ttl := f.rdb.PTTL(context.Background(), keys[0]).Val(); ttl != -1 || ti.TTL >= 0 {
+		t.Errorf("TTL %v (info %v); want none for ttl 0", ttl, ti.TTL)
+	}
+	if v := f.rdb.Get(context.Background(), keys[0]).Val(); strings.Contains(v, tok) {
+		t.Error("the stored document holds the token")
+	}
+}
+
+func TestTokensList(t *testing.T) {
+	f := tokenFixture(t, func(c *Config) { c.TokenPrefix = "api:" })
+	want := map[string]string{}
+	for _, name := range []string{"a", "b", "c"} {
+		tok := f.token(`{"user":{"id":"svc-`+name+`"},"token":{"name":"`+name+`","created":"2026-01-02T03:04:05Z"}}`, time.Hour)
+		want[TokenHash(tok)] = name
+	}
+	f.rdb.Set(context.Background(), "api:not-a-hash", "{}", 0)
+	f.rdb.Set(context.Background(), "sess:x", aliceJSON, 0)
+	got := map[string]string{}
+	err := f.v.Tokens(context.Background(), "", func(ti TokenInfo) error {
+		if ti.Err != nil || ti.Session.User != "svc-"+ti.Name || ti.Created.IsZero() || ti.TTL <= 0 {
+			t.Errorf("token %s: %+v", ti.Hash[:8], ti)
+		}
+		got[ti.Hash] = ti.Name
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("listed %v, want %v", got, want)
+	}
+	for h, n := range want {
+		if got[h] != n {
+			t.Errorf("token %s: name %q, want %q", h[:8], got[h], n)
+		}
+	}
+}
+
+func TestTokenPrefixMustNotOverlapSessions(t *testing.T) {
+	for _, c := range []Config{
+		{Secrets: []string{"s"}, BearerTokens: true, TokenPrefix: "sess:tok:"},
+		{Secrets: []string{"s"}, BearerTokens: true, KeyPrefix: "a", TokenPrefix: "authz:token:"},
+	} {
+		c.setDefaults()
+		if err := c.validate(); err == nil {
+			t.Errorf("key prefix %q, token prefix %q accepted", c.KeyPrefix, c.TokenPrefix)
+		}
+	}
+}
+
+func TestTokenStoreDown(t *testing.T) {
+	f := tokenFixture(t, func(c *Config) { c.RedisTimeout = 100 * time.Millisecond })
+	tok := f.token(svcJSON, time.Hour)
+	f.redis.Stop()
+	if a := f.decide(Query{Authorization: "Bearer " + tok}); a.Reason != ReasonStoreUnavailable {
+		t.Errorf("Redis down: %q, want store_unavailable", a.Reason)
+	}
+	if n := testutil.ToFloat64(f.v.metrics.redisErrors.WithLabelValues("load")); n != 1 {
+		t.Errorf("redis load errors %v, want 1", n)
+	}
+}
+
+// TestBearerCacheHitAllocs: a cached token costs no allocation in the
+// decision (hashing, cache key, lookup).
+func TestBearerCacheHitAllocs(t *testing.T) {
+	f := tokenFixture(t, nil)
+	q := Query{Authorization: "Bearer " + f.token(svcJSON, time.Hour), OriginalURI: "/api"}
+	if a := f.decide(q); a.Reason != ReasonOK {
+		t.Fatal(a.Reason)
+	}
+	ctx := context.Background()
+	if n := testing.AllocsPerRun(100, func() { f.v.Decide(ctx, &q) }); n != 0 {
+		t.Errorf("%v allocations per cached token decision, want 0", n)
+	}
+}
+
+// BenchmarkVerifyTokenCacheHit is BenchmarkServerVerify for an API client:
+// parse, hash the token, cache hit, answer.
+func BenchmarkVerifyTokenCacheHit(b *testing.B) {
+	f := tokenFixture(b, nil)
+	tok := f.token(svcJSON, time.Hour)
+	req := "GET /verify HTTP/1.1\r\nHost: authz\r\nX-Original-URI: /api/invoices\r\nX-Original-Method: GET\r\n" +
+		"Authorization: Bearer " + tok + "\r\n\r\n"
+	if a := f.decide(Query{Authorization: "Bearer " + tok}); a.Reason != ReasonOK {
+		b.Fatal(a.Reason)
+	}
+	s := &Server{Verifier: f.v}
+	s.init()
+	conn := &splitCountConn{repeatConn: repeatConn{req: req, n: b.N}}
+	sc := &serverConn{s: s, c: conn}
+	s.wg.Add(1)
+	s.conns[sc] = struct{}{}
+	b.ReportAllocs()
+	b.ResetTimer()
+	sc.serve()
+	b.StopTimer()
+	if want := b.N; conn.answers != want {
+		b.Fatalf("%d answers, want %d", conn.answers, want)
+	}
+}
+
+// splitCountConn is a repeatConn that also counts an answer split across
+// two writes of the connection's buffer.
+type splitCountConn struct {
+	repeatConn
+	tail []byte
+}
+
+func (c *splitCountConn) Write(p []byte) (int, error) {
+	const ok = "HTTP/1.1 200 OK"
+	buf := append(c.tail, p...)
+	c.answers += bytes.Count(buf, []byte(ok))
+	c.tail = append(c.tail[:0], buf[max(0, len(buf)-len(ok)+1):]...)
+	return len(p), nil
+}
