@@ -60,7 +60,9 @@ type tenantSet struct {
 	wild     map[string]*tenant
 	byName   map[string]*tenant
 	byPrefix map[string]*tenant
-	list     []*tenant
+	// byTokenPrefix finds the tenant of a token key (with BearerTokens).
+	byTokenPrefix map[string]*tenant
+	list          []*tenant
 }
 
 // maxHostLen bounds a host name (RFC 1035's 253, plus room for a port).
@@ -225,10 +227,11 @@ func (v *Verifier) buildTenants(ts []Tenant) (*tenantSet, error) {
 		return nil, errors.New("no tenants")
 	}
 	set := &tenantSet{
-		exact:    make(map[string]*tenant),
-		wild:     make(map[string]*tenant),
-		byName:   make(map[string]*tenant),
-		byPrefix: make(map[string]*tenant),
+		exact:         make(map[string]*tenant),
+		wild:          make(map[string]*tenant),
+		byName:        make(map[string]*tenant),
+		byPrefix:      make(map[string]*tenant),
+		byTokenPrefix: make(map[string]*tenant),
 	}
 	hostOwner := make(map[string]*Tenant)
 	secretOwner := make(map[string]*Tenant)
@@ -296,6 +299,7 @@ func (v *Verifier) buildTenants(ts []Tenant) (*tenantSet, error) {
 		}
 		set.byName[t.Name] = bt
 		set.byPrefix[prefix] = bt
+		set.byTokenPrefix[bt.tokenPrefix] = bt
 		set.list = append(set.list, bt)
 	}
 	return set, nil
@@ -323,10 +327,11 @@ func (v *Verifier) tenantSetFor(ts []Tenant) (*tenantSet, error) {
 		return nil, err
 	}
 	return &tenantSet{
-		single:   t,
-		byName:   map[string]*tenant{"": t},
-		byPrefix: map[string]*tenant{t.store.prefix: t},
-		list:     []*tenant{t},
+		single:        t,
+		byName:        map[string]*tenant{"": t},
+		byPrefix:      map[string]*tenant{t.store.prefix: t},
+		byTokenPrefix: map[string]*tenant{t.tokenPrefix: t},
+		list:          []*tenant{t},
 	}, nil
 }
 
@@ -348,12 +353,16 @@ func (v *Verifier) tenant(name string) (*tenant, error) {
 // [A-Za-z0-9_-], so only the prefixes ending where such a suffix could
 // begin need looking up.
 func (ts *tenantSet) tenantOfKey(key string) (*tenant, string, bool) {
+	return keyOwner(ts.byPrefix, key)
+}
+
+func keyOwner(byPrefix map[string]*tenant, key string) (*tenant, string, bool) {
 	start := len(key)
 	for start > 0 && sidByte(key[start-1]) {
 		start--
 	}
 	for i := len(key) - minSIDLen; i >= start && i >= len(key)-maxSIDLen; i-- {
-		if t := ts.byPrefix[key[:i]]; t != nil {
+		if t := byPrefix[key[:i]]; t != nil {
 			return t, key[i:], true
 		}
 	}
@@ -364,12 +373,15 @@ func sidByte(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_'
 }
 
-// KeyPrefixes returns every tenant's session key prefix, for CLIENT
-// TRACKING.
+// KeyPrefixes returns every tenant's session key prefix, and token prefix
+// with BearerTokens, for CLIENT TRACKING.
 func (v *Verifier) KeyPrefixes() []string {
 	var out []string
 	for _, t := range v.tenants.Load().list {
 		out = append(out, t.store.prefix)
+		if v.cfg.BearerTokens {
+			out = append(out, t.tokenPrefix)
+		}
 	}
 	return out
 }

@@ -387,6 +387,15 @@ func TestTenantTokensStayInTheirTenant(t *testing.T) {
 			t.Errorf("acme's token on %s: %d, want %d", tc.host, w.code, tc.status)
 		}
 	}
+	// Tracking reports a token key deleted by hand: the cached answer goes.
+	cached := func() bool { return f.v.cache.get([]byte("~"+TokenHash(tok)), time.Now().UnixNano()) != nil }
+	if !cached() {
+		t.Fatal("the token's answer is not cached")
+	}
+	f.v.KeysChanged([]string{"authz:token:acme:" + TokenHash(tok)})
+	if cached() {
+		t.Error("KeysChanged for the token's key left its answer cached")
+	}
 	if _, _, err := f.v.CreateToken(context.Background(), "", []byte(`{"user":{"id":"svc"}}`), time.Hour); err == nil {
 		t.Error("a token without a tenant was created while several are configured")
 	}

@@ -633,6 +633,8 @@ func (v *Verifier) KeysChanged(keys []string) {
 	for _, k := range keys {
 		if _, sid, ok := ts.tenantOfKey(k); ok {
 			v.Invalidate(sid)
+		} else if _, hash, ok := keyOwner(ts.byTokenPrefix, k); ok && IsTokenHash(hash) {
+			v.InvalidateToken(hash)
 		}
 	}
 }
