@@ -69,6 +69,16 @@ func (c *cache) get(sid []byte, now int64) *entry {
 	return e
 }
 
+// peek returns the entry for sid even if it is past its TTL, for
+// StaleIfError; nil when there is none.
+func (c *cache) peek(sid []byte) *entry {
+	s := c.shard(sid)
+	s.mu.RLock()
+	e := s.m[string(sid)]
+	s.mu.RUnlock()
+	return e
+}
+
 // gen returns sid's invalidation generation, read before a load starts.
 func (c *cache) gen(sid []byte) uint64 { return c.shard(sid).gen.Load() }
 

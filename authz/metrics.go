@@ -19,7 +19,15 @@ type metrics struct {
 	invalidated prometheus.Counter
 	tenants     prometheus.Gauge
 	reloads     *prometheus.CounterVec
+	bounds      *prometheus.CounterVec
+	staleServed prometheus.Counter
 }
+
+// bound counts a request that hit one of the caps (docs/configuration.md#bounds).
+func (m *metrics) bound(name string) { m.bounds.WithLabelValues(name).Inc() }
+
+// boundNames are the caps authz_bounds_hit_total counts.
+var boundNames = []string{"cookie", "session", "identity_header", "pending_loads", "request_header"}
 
 func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, b *breaker, now func() time.Time) (*metrics, error) {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -56,6 +64,15 @@ func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, 
 			Name: "authz_tenant_reloads_total", Help: "Tenant file reloads by result (ok, error); an error keeps the old tenants.",
 		}, []string{"result"}),
 	}
+	m.bounds = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "authz_bounds_hit_total", Help: "Requests that hit a cap, by cap (cookie, session, identity_header, pending_loads, request_header).",
+	}, []string{"bound"})
+	for _, b := range boundNames {
+		m.bounds.WithLabelValues(b)
+	}
+	m.staleServed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "authz_stale_allows_total", Help: "Allows served from a cache entry past its TTL because Redis could not be read (--stale-if-error).",
+	})
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("error")
 	for _, r := range allReasons {
@@ -67,7 +84,7 @@ func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, 
 	}
 	cs := []prometheus.Collector{
 		requests, duration, m.cacheHits, m.cacheMisses, m.redisErrors, m.touches, m.invalidated,
-		m.tenants, m.reloads,
+		m.tenants, m.reloads, m.bounds, m.staleServed,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "authz_cache_entries", Help: "Entries in the local session cache, including negative ones.",
 		}, func() float64 { return float64(c.len()) }),
@@ -97,6 +114,12 @@ func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, 
 
 func (m *metrics) observe(r Reason, d time.Duration) {
 	m.requests[r].Inc()
+	switch r {
+	case ReasonCookieTooLarge:
+		m.bound("cookie")
+	case ReasonSessionTooLarge:
+		m.bound("session")
+	}
 	m.duration[r.Outcome()].Observe(d.Seconds())
 }
 

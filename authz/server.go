@@ -245,6 +245,9 @@ func (sc *serverConn) serve() {
 		sc.busy.Store(true)
 		if err != nil {
 			var pe *parseError
+			if err == errHeaderTooBig {
+				s.Verifier.metrics.bound("request_header")
+			}
 			if errors.As(err, &pe) {
 				sc.writeSimple(pe.status, "close")
 				sc.bw.Flush()

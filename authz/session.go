@@ -78,11 +78,28 @@ type decoder struct {
 	// without a Redis TTL. Off, a malformed expires is ignored like
 	// express-session ignores it.
 	enforceExpires bool
+	// maxHeader caps each identity header value (the identity and the
+	// --header mappings); overCap is told when a value is dropped for it.
+	maxHeader int
+	overCap   func()
 }
 
-// maxHeaderValue caps an emitted identity header; Nginx's default proxy
-// buffer is 4 KiB for all upstream headers together.
-const maxHeaderValue = 2048
+// maxHeaderValue is the ceiling of --max-identity-header-bytes. Nginx's
+// default proxy buffer is 4 KiB for all upstream headers together; larger
+// buffers are possible, values past 8 KiB are not sensible.
+const maxHeaderValue = 8192
+
+// over reports whether a value of n bytes is over the identity header cap,
+// and tells overCap when it is.
+func (d *decoder) over(n int) bool {
+	if d.maxHeader > 0 && n > d.maxHeader {
+		if d.overCap != nil {
+			d.overCap()
+		}
+		return true
+	}
+	return false
+}
 
 // decode parses a stored session. It fails only on data that cannot be a
 // session; an anonymous session decodes with an empty User.
@@ -132,6 +149,9 @@ func (d *decoder) decode(data []byte) (*Session, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", strings.Join(p, "."), err)
 		}
+		if d.over(len(u)) {
+			return nil, fmt.Errorf("%s: the user id is %d bytes, over the identity header cap", strings.Join(p, "."), len(u))
+		}
 		s.User = u
 		break
 	}
@@ -150,7 +170,7 @@ func (d *decoder) decode(data []byte) (*Session, error) {
 			continue
 		}
 		val := strings.Join(list(v), ",")
-		if val == "" || !validHeaderValue(val) {
+		if val == "" || !validHeaderValue(val) || d.over(len(val)) {
 			continue
 		}
 		s.Headers = append(s.Headers, Header{Name: m.Header, Value: []string{val}})

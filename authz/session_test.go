@@ -12,7 +12,7 @@ func testDecoder() *decoder {
 	c.setDefaults()
 	email, _ := ParseHeaderMapping("X-Auth-Email=passport.user.email")
 	roles, _ := ParseHeaderMapping("x-auth-roles=passport.user.roles")
-	return &decoder{userPaths: c.UserPaths, rolesPaths: c.RolesPaths, headers: []HeaderMapping{email, roles}}
+	return &decoder{userPaths: c.UserPaths, rolesPaths: c.RolesPaths, headers: []HeaderMapping{email, roles}, maxHeader: 2048}
 }
 
 func TestDecodeVectors(t *testing.T) {

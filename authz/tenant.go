@@ -204,6 +204,8 @@ func (v *Verifier) buildTenant(t Tenant) (*tenant, error) {
 			rolesPaths:     t.RolesPaths,
 			headers:        t.Headers,
 			enforceExpires: cfg.EnforceExpires,
+			maxHeader:      cfg.MaxIdentityHeaderBytes,
+			overCap:        func() { v.metrics.bound("identity_header") },
 		},
 		store: store{rdb: v.rdb, prefix: t.KeyPrefix, timeout: cfg.RedisTimeout,
 			maxBytes: cfg.MaxSessionBytes, revokedPrefix: cfg.RevokedPrefix},

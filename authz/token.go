@@ -136,7 +136,9 @@ func (v *Verifier) decideBearer(ctx context.Context, t *tenant, auth string, rul
 		v.metrics.cacheMisses.Inc()
 		var err error
 		if e, err = v.loadToken(ctx, t, key[:]); err != nil {
-			return ReasonStoreUnavailable, nil
+			if e = v.stale(t, key[:], now.UnixNano()); e == nil {
+				return ReasonStoreUnavailable, nil
+			}
 		}
 	}
 	if e.sess == nil {
@@ -169,6 +171,10 @@ func (v *Verifier) fetchToken(ctx context.Context, t *tenant, key string, gen ui
 	if v.breaker.open(v.cfg.Now().UnixNano()) {
 		return nil, errBreakerOpen
 	}
+	if !v.acquireLoad() {
+		return nil, errOverloaded
+	}
+	defer v.pending.Add(-1)
 	hash := key[1:]
 	data, ttl, err := v.readToken(ctx, t, hash)
 	now := v.cfg.Now().UnixNano()

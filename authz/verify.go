@@ -40,6 +40,14 @@ type Config struct {
 	MaxCookieBytes int
 	// MaxSessionBytes caps the stored session read from Redis (default 1 MiB).
 	MaxSessionBytes int
+	// MaxIdentityHeaderBytes caps each identity header value; a longer
+	// identity is an invalid session, a longer extra header is left out
+	// (default 2048, at most 8192).
+	MaxIdentityHeaderBytes int
+	// MaxPendingLoads caps the distinct Redis reads in flight; a cache miss
+	// past it answers 503 at once instead of queueing behind a slow Redis
+	// (default 1000).
+	MaxPendingLoads int
 
 	// UserPaths are tried in order for the identity (default passport.user,
 	// then user); an object found there gives its "id".
@@ -70,6 +78,11 @@ type Config struct {
 	// RedisTimeout (defaults 5 and 1s; negative BreakerFailures: off).
 	BreakerFailures int
 	BreakerCooldown time.Duration
+	// StaleIfError lets a session the cache held keep being allowed for
+	// this long past its cache TTL when Redis cannot be read, but only
+	// while the logout subscription is live, so no logout can have been
+	// missed (default 0: off, fail closed).
+	StaleIfError time.Duration
 
 	// TouchInterval is how often, at most, an allowed session's TTL is
 	// extended (default 60s; negative disables sliding expiry).
@@ -124,6 +137,8 @@ func (c *Config) setDefaults() {
 	def(&c.RedirectParam, "rd")
 	defInt(&c.MaxCookieBytes, 4096)
 	defInt(&c.MaxSessionBytes, 1<<20)
+	defInt(&c.MaxIdentityHeaderBytes, 2048)
+	defInt(&c.MaxPendingLoads, 1000)
 	defInt(&c.CacheSize, 100000)
 	defDur(&c.CacheTTL, 5*time.Second)
 	defDur(&c.NegativeCacheTTL, time.Second)
@@ -158,8 +173,11 @@ func (c *Config) validate() error {
 	if !strings.HasPrefix(c.LoginURL, "/") && !strings.HasPrefix(c.LoginURL, "https://") && !strings.HasPrefix(c.LoginURL, "http://") {
 		return fmt.Errorf("login URL %q: want a path or an absolute http(s) URL", c.LoginURL)
 	}
-	if c.CacheSize < 0 || c.MaxCookieBytes < 0 || c.MaxSessionBytes < 0 {
-		return errors.New("sizes must not be negative")
+	if c.CacheSize < 0 || c.MaxCookieBytes < 0 || c.MaxSessionBytes < 0 || c.MaxPendingLoads < 0 || c.StaleIfError < 0 {
+		return errors.New("sizes and durations must not be negative")
+	}
+	if c.MaxIdentityHeaderBytes < 0 || c.MaxIdentityHeaderBytes > maxHeaderValue {
+		return fmt.Errorf("identity header cap %d: want 1-%d bytes", c.MaxIdentityHeaderBytes, maxHeaderValue)
 	}
 	return c.validateTokens()
 }
@@ -185,6 +203,8 @@ type Verifier struct {
 	// what is not heard cannot be trusted.
 	bypass  atomic.Bool
 	breaker breaker
+	// pending counts distinct Redis reads in flight (MaxPendingLoads).
+	pending atomic.Int64
 	// unknownLogged rate-limits the unknown-host log line (unix nanoseconds
 	// of the last one): a scanner must not flood the log.
 	unknownLogged atomic.Int64
@@ -412,7 +432,9 @@ func (v *Verifier) decide(ctx context.Context, t *tenant, q *Query, now time.Tim
 		v.metrics.cacheMisses.Inc()
 		var err error
 		if e, err = v.load(ctx, t, sid); err != nil {
-			return ReasonStoreUnavailable, nil
+			if e = v.stale(t, sid, nowNano); e == nil {
+				return ReasonStoreUnavailable, nil
+			}
 		}
 	}
 	if e.sess == nil {
@@ -452,6 +474,10 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, sid string, gen uint64)
 	if v.breaker.open(v.cfg.Now().UnixNano()) {
 		return nil, errBreakerOpen
 	}
+	if !v.acquireLoad() {
+		return nil, errOverloaded
+	}
+	defer v.pending.Add(-1)
 	data, ttl, err := t.store.load(ctx, sid)
 	now := v.cfg.Now().UnixNano()
 	if err != nil && !errors.Is(err, errNotFound) && !errors.Is(err, errRevoked) && !errors.Is(err, errTooLarge) {
@@ -499,6 +525,41 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, sid string, gen uint64)
 	}
 	v.put(sid, e, gen, now)
 	return e, nil
+}
+
+// errOverloaded means MaxPendingLoads reads are already waiting on Redis.
+var errOverloaded = errors.New("too many Redis reads in flight")
+
+// acquireLoad takes a slot for one Redis read, or reports the cap hit.
+func (v *Verifier) acquireLoad() bool {
+	if v.pending.Add(1) > int64(v.cfg.MaxPendingLoads) {
+		v.pending.Add(-1)
+		v.metrics.bound("pending_loads")
+		return false
+	}
+	return true
+}
+
+// stale returns what the cache held for key when Redis cannot be read, if
+// StaleIfError allows serving it: an allowed session, within StaleIfError
+// of its cache TTL and never past its key's own expiry, and only while the
+// logout subscription is live. The subscription being live is what makes
+// it safe: every logout published since the session was cached has been
+// applied (losing the subscription empties the cache), so a stale allow
+// can only be a session nobody logged out.
+func (v *Verifier) stale(t *tenant, key []byte, now int64) *entry {
+	if v.cfg.StaleIfError <= 0 || v.bypass.Load() {
+		return nil
+	}
+	e := v.cache.peek(key)
+	if e == nil || e.tenant != t || e.sess == nil || now >= e.until+int64(v.cfg.StaleIfError) {
+		return nil
+	}
+	if kd := e.keyDeadline.Load(); kd != 0 && now >= kd {
+		return nil
+	}
+	v.metrics.staleServed.Inc()
+	return e
 }
 
 func (v *Verifier) put(sid string, e *entry, gen uint64, now int64) {

@@ -181,6 +181,7 @@ type serveFlags struct {
 	rolePaths             []string
 	headers               []string
 	shutdownTimeout       time.Duration
+	maxRequestHeaderBytes int
 	tracking              bool
 	stdlibHTTP            bool
 	heartbeat             time.Duration
@@ -222,6 +223,10 @@ func newServe() *cobra.Command {
 	fs.StringVar(&c.UserHeader, "user-header", "X-Auth-User", "response header carrying the identity")
 	fs.StringArrayVar(&f.headers, "header", nil, "extra identity header from a session path, e.g. X-Auth-Email=passport.user.email (repeatable)")
 	fs.IntVar(&c.MaxCookieBytes, "max-cookie-bytes", 4096, "longest session cookie value accepted")
+	fs.IntVar(&c.MaxIdentityHeaderBytes, "max-identity-header-bytes", 2048, "longest identity header value sent to Nginx (at most 8192): a longer identity is an invalid session, a longer --header is left out")
+	fs.IntVar(&f.maxRequestHeaderBytes, "max-request-header-bytes", 64<<10, "largest request line and header accepted on --listen (431 beyond)")
+	fs.IntVar(&c.MaxPendingLoads, "max-pending-loads", 1000, "distinct Redis reads in flight at most; a cache miss beyond answers 503 at once")
+	fs.DurationVar(&c.StaleIfError, "stale-if-error", 0, "when Redis cannot be read, keep allowing a cached session this long past --cache-ttl, only while the logout subscription is live (0: off, fail closed)")
 	fs.StringVar(&c.LoginURL, "login-url", "/login", "login page a 401 points to (X-Auth-Redirect)")
 	fs.StringVar(&c.RedirectParam, "redirect-param", "rd", "query parameter carrying the original URI to the login page")
 	fs.BoolVar(&f.tracking, "tracking", true, "Redis server-assisted invalidation (CLIENT TRACKING): sessions deleted or changed without an event leave the cache at once")
@@ -263,8 +268,11 @@ func (f *serveFlags) config() (authz.Config, error) {
 	if c.BreakerCooldown <= 0 {
 		return c, errors.New("--redis-breaker-cooldown must be positive")
 	}
-	if c.CacheTTL <= 0 || c.CacheSize <= 0 || c.MaxCookieBytes <= 0 {
-		return c, errors.New("--cache-ttl, --cache-size and --max-cookie-bytes must be positive")
+	if c.CacheTTL <= 0 || c.CacheSize <= 0 || c.MaxCookieBytes <= 0 || c.MaxPendingLoads <= 0 || c.MaxIdentityHeaderBytes <= 0 || f.maxRequestHeaderBytes <= 0 {
+		return c, errors.New("--cache-ttl, --cache-size, --max-cookie-bytes, --max-pending-loads, --max-identity-header-bytes and --max-request-header-bytes must be positive")
+	}
+	if c.StaleIfError < 0 {
+		return c, errors.New("--stale-if-error must not be negative")
 	}
 	return c, nil
 }
@@ -325,7 +333,7 @@ func serve(ctx context.Context, f *serveFlags) error {
 	mux := http.NewServeMux()
 	mux.Handle("/", v.Handler())
 	mux.Handle("/logout", v.LogoutHandler(pub, f.logoutCfg))
-	var front server = &authz.Server{Verifier: v, Fallback: mux, IdleTimeout: 5 * time.Minute, Log: log}
+	var front server = &authz.Server{Verifier: v, Fallback: mux, IdleTimeout: 5 * time.Minute, Log: log, MaxHeaderBytes: f.maxRequestHeaderBytes}
 	if f.stdlibHTTP {
 		// /verify is nearly every request: skip the mux's pattern matching.
 		front = newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -335,6 +343,7 @@ func serve(ctx context.Context, f *serveFlags) error {
 			}
 			mux.ServeHTTP(w, r)
 		}), log)
+		front.(*http.Server).MaxHeaderBytes = f.maxRequestHeaderBytes
 	}
 	servers := []server{front}
 	listeners := []net.Listener{ln}
