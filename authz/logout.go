@@ -54,7 +54,7 @@ func (v *Verifier) LogoutHandler(pub Publisher, cfg LogoutConfig) http.Handler {
 			http.Error(w, "cross-site logout refused", http.StatusForbidden)
 			return
 		}
-		host := RequestHost(r.Header.Get("X-Forwarded-Host"), r.Header.Get("X-Original-URL"), r.Host)
+		host := v.requestHost(r.Header.Get("X-Forwarded-Host"), r.Header.Get("X-Original-URL"), r.Host)
 		t := v.tenants.Load().lookup(host)
 		if t == nil {
 			v.unknownHost(host)

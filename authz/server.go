@@ -411,7 +411,7 @@ func (sc *serverConn) readRequest() (*request, error) {
 		}
 	}
 	req.origURI = OriginalURI(from[spanOrigURI], from[spanOrigURL], from[spanForwardedURI])
-	req.host = RequestHost(from[spanForwardedHost], from[spanOrigURL], from[spanHost])
+	req.host = sc.s.Verifier.requestHost(from[spanForwardedHost], from[spanOrigURL], from[spanHost])
 	return req, nil
 }
 

@@ -413,3 +413,22 @@ func TestShippedTenantFileLoads(t *testing.T) {
 		t.Fatalf("examples/tenants.yaml does not pass the checks: %v", err)
 	}
 }
+
+func TestRequestHostReadsOneHeaderOnly(t *testing.T) {
+	for _, tc := range []struct {
+		mode, xfh, xou, host, want string
+	}{
+		{HostFromForwardedHost, "a.test", "https://b.test/x", "c.test", "a.test"},
+		{HostFromForwardedHost, "a.test, proxy.test", "", "c.test", "a.test"},
+		{HostFromForwardedHost, "", "https://b.test/x", "c.test", "c.test"}, // never X-Original-URL: a client could send it
+		{HostFromOriginalURL, "a.test", "https://b.test:8443/x?y", "c.test", "b.test:8443"},
+		{HostFromOriginalURL, "a.test", "", "c.test", "c.test"}, // never X-Forwarded-Host: ingress-nginx passes a client's on
+		{HostFromOriginalURL, "", "%zz", "c.test", ""},
+		{HostFromHost, "a.test", "https://b.test/", "c.test", "c.test"},
+	} {
+		f := &Verifier{cfg: Config{HostHeader: tc.mode}}
+		if got := f.requestHost(tc.xfh, tc.xou, tc.host); got != tc.want {
+			t.Errorf("%s: requestHost(%q, %q, %q) = %q, want %q", tc.mode, tc.xfh, tc.xou, tc.host, got, tc.want)
+		}
+	}
+}

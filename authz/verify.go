@@ -108,6 +108,11 @@ type Config struct {
 	// Without, one tenant made of the fields above serves every host.
 	Tenants []Tenant
 
+	// HostHeader names where the request's host is read, which picks the
+	// tenant: HostFromForwardedHost (default), HostFromOriginalURL or
+	// HostFromHost. It must be a header the front proxy sets itself.
+	HostHeader string
+
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -135,6 +140,7 @@ func (c *Config) setDefaults() {
 	def(&c.UserHeader, "X-Auth-User")
 	def(&c.LoginURL, "/login")
 	def(&c.RedirectParam, "rd")
+	def(&c.HostHeader, HostFromForwardedHost)
 	defInt(&c.MaxCookieBytes, 4096)
 	defInt(&c.MaxSessionBytes, 1<<20)
 	defInt(&c.MaxIdentityHeaderBytes, 2048)
@@ -172,6 +178,11 @@ func (c *Config) validate() error {
 	}
 	if !strings.HasPrefix(c.LoginURL, "/") && !strings.HasPrefix(c.LoginURL, "https://") && !strings.HasPrefix(c.LoginURL, "http://") {
 		return fmt.Errorf("login URL %q: want a path or an absolute http(s) URL", c.LoginURL)
+	}
+	switch c.HostHeader {
+	case HostFromForwardedHost, HostFromOriginalURL, HostFromHost:
+	default:
+		return fmt.Errorf("host header %q: want %s, %s or %s", c.HostHeader, HostFromForwardedHost, HostFromOriginalURL, HostFromHost)
 	}
 	if c.CacheSize < 0 || c.MaxCookieBytes < 0 || c.MaxSessionBytes < 0 || c.MaxPendingLoads < 0 || c.StaleIfError < 0 {
 		return errors.New("sizes and durations must not be negative")
@@ -244,7 +255,7 @@ type Query struct {
 	Cookies []string
 	// OriginalURI is X-Original-URI: where a 401 should come back to.
 	OriginalURI string
-	// Host is the host the user asked for (see RequestHost); it selects
+	// Host is the host the user asked for (see Config.HostHeader); it selects
 	// the tenant when a tenant file is loaded.
 	Host string
 	// Authorization is the request's (first) Authorization header.
@@ -303,24 +314,35 @@ func OriginalURI(xOriginalURI, xOriginalURL, xForwardedURI string) string {
 	return xForwardedURI
 }
 
-// RequestHost picks the host the user asked for from whichever convention
-// the front proxy follows: X-Forwarded-Host (nginx/ sets it from $host, as
-// Caddy and Traefik do; the first of a list), else the host of
-// ingress-nginx's X-Original-URL, else Host. The front proxy must set the
-// header it uses itself, never pass a client's through: the host picks the
-// tenant whose sessions are checked.
-func RequestHost(xForwardedHost, xOriginalURL, host string) string {
-	if xForwardedHost != "" {
-		if i := strings.IndexByte(xForwardedHost, ','); i >= 0 {
-			xForwardedHost = xForwardedHost[:i]
+// Where a request's host is read from (Config.HostHeader).
+const (
+	HostFromForwardedHost = "x-forwarded-host" // nginx/ sets it from $host, as Caddy and Traefik do
+	HostFromOriginalURL   = "x-original-url"   // ingress-nginx's auth-url subrequests
+	HostFromHost          = "host"             // a proxy that passes Host through
+)
+
+// requestHost picks the host the user asked for from the one header
+// Config.HostHeader names, falling back to Host when it is absent. Only one
+// is read, on purpose: proxies overwrite the header they set themselves but
+// pass the others on from the client, and the host chooses whose sessions
+// are checked, so a header a client could forge must never be consulted.
+// X-Forwarded-Host may be a list; its first element is the client's.
+func (v *Verifier) requestHost(xForwardedHost, xOriginalURL, host string) string {
+	switch v.cfg.HostHeader {
+	case HostFromForwardedHost:
+		if xForwardedHost != "" {
+			if i := strings.IndexByte(xForwardedHost, ','); i >= 0 {
+				xForwardedHost = xForwardedHost[:i]
+			}
+			return strings.TrimSpace(xForwardedHost)
 		}
-		return strings.TrimSpace(xForwardedHost)
-	}
-	if xOriginalURL != "" {
-		if u, err := url.Parse(xOriginalURL); err == nil {
-			return u.Host
+	case HostFromOriginalURL:
+		if xOriginalURL != "" {
+			if u, err := url.Parse(xOriginalURL); err == nil {
+				return u.Host
+			}
+			return ""
 		}
-		return ""
 	}
 	return host
 }
@@ -345,7 +367,7 @@ func (v *Verifier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		RawQuery:      r.URL.RawQuery,
 		Cookies:       r.Header["Cookie"],
 		OriginalURI:   OriginalURI(first("X-Original-Uri"), origURL, first("X-Forwarded-Uri")),
-		Host:          RequestHost(first("X-Forwarded-Host"), origURL, r.Host),
+		Host:          v.requestHost(first("X-Forwarded-Host"), origURL, r.Host),
 		Authorization: first("Authorization"),
 	}
 	a := v.Decide(r.Context(), &q)

@@ -221,6 +221,7 @@ func newServe() *cobra.Command {
 	fs.StringVar(&c.TokenPrefix, "token-prefix", authz.TokenPrefixDefault, "Redis key prefix of API tokens (each stored as the hex SHA-256 of the token)")
 	fs.StringSliceVar(&f.rolePaths, "roles-path", []string{"passport.user.roles", "user.roles"}, "session paths tried in order for the roles allow_roles checks")
 	fs.StringVar(&c.UserHeader, "user-header", "X-Auth-User", "response header carrying the identity")
+	fs.StringVar(&c.HostHeader, "host-header", authz.HostFromForwardedHost, "where the host that picks the tenant is read: x-forwarded-host (nginx/, Caddy, Traefik), x-original-url (ingress-nginx) or host; it must be a header the front proxy sets itself")
 	fs.StringArrayVar(&f.headers, "header", nil, "extra identity header from a session path, e.g. X-Auth-Email=passport.user.email (repeatable)")
 	fs.IntVar(&c.MaxCookieBytes, "max-cookie-bytes", 4096, "longest session cookie value accepted")
 	fs.IntVar(&c.MaxIdentityHeaderBytes, "max-identity-header-bytes", 2048, "longest identity header value sent to Nginx (at most 8192): a longer identity is an invalid session, a longer --header is left out")
