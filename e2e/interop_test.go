@@ -5,8 +5,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -361,5 +363,56 @@ func TestInteropSecretRotation(t *testing.T) {
 	}
 	if st, _ := s.readerUser(retired); st != http.StatusUnauthorized {
 		t.Errorf("cookie signed with an unknown secret on node-reader: %d, want 401", st)
+	}
+}
+
+// Two Express apps of two tenants on one Redis, each storing its sessions
+// under its own connect-redis prefix and signing with its own secret, as
+// teams already run them; one authz tells them apart by host.
+func TestInteropTenantsWithExpress(t *testing.T) {
+	t.Parallel()
+	r := testenv.StartRedis(t)
+	app := func(tenant string) *testenv.Node {
+		return testenv.StartNode(t, "examples/express-login", "REDIS_URL="+r.URL(),
+			"SESSION_SECRET="+tenant+"-secret", "SESSION_PREFIX=sessions:"+tenant+":web:")
+	}
+	acme, globex := app("acme"), app("globex")
+	file := t.TempDir() + "/tenants.yaml"
+	writeTestFile(t, file, `
+defaults: {key_prefix: "sessions:{tenant}:{app}:", app: web}
+tenants:
+  - {name: acme, hosts: [acme.test], secrets: [acme-secret]}
+  - {name: globex, hosts: [globex.test], secrets: [globex-secret]}
+`)
+	a := testenv.StartAuthz(t, r.URL(), "--tenants", file)
+	echo := testenv.StartEcho(t)
+	n := testenv.StartNginx(t, map[string]string{"AUTHZ_ADDR": a.Addr, "APP_ADDR": echo.Addr, "LOGIN_ADDR": acme.Addr})
+	s := &site{t: t, redis: r, rdb: r.Client(), authz: a, nginx: n, client: newClient()}
+
+	alice := signInAt(t, acme.URL("/login"), "alice")
+	bob := signInAt(t, globex.URL("/login"), "bob")
+	who := func(host, cookie string) string {
+		resp := s.get("/app/", cookie, "Host", host)
+		if resp.status != http.StatusOK {
+			return strconv.Itoa(resp.status)
+		}
+		return strings.Join(headerValues(resp.echoed(t).Header, "X-Auth-User"), ",")
+	}
+	for _, tc := range []struct{ host, cookie, want string }{
+		{"acme.test", alice, "alice"},
+		{"globex.test", bob, "bob"},
+		{"globex.test", alice, "302"}, // acme's cookie fails globex's secret
+		{"acme.test", bob, "302"},
+	} {
+		if got := who(tc.host, tc.cookie); got != tc.want {
+			t.Errorf("%s with %s's cookie: %s, want %s", tc.host, map[string]string{alice: "alice", bob: "bob"}[tc.cookie], got, tc.want)
+		}
+	}
+}
+
+func writeTestFile(t *testing.T, name, data string) {
+	t.Helper()
+	if err := os.WriteFile(name, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
