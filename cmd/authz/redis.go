@@ -290,7 +290,9 @@ func (f *redisFlags) describe() string {
 // RESP2, so tracking invalidations arrive as pub/sub messages, with no read
 // timeout (a subscription waits for messages far longer than a command
 // does). onConnect, when not nil, arms CLIENT TRACKING on each of its
-// connections.
+// connections. On Sentinel it also returns the options the subscriber
+// watches the sentinels with (logout.SubscriberConfig.Sentinel): go-redis
+// does not move a subscription to a new master by itself.
 //
 // Redis tracks keys per node. On a single node and on Sentinel the
 // subscription lives on the master that holds every session key, so
@@ -299,10 +301,10 @@ func (f *redisFlags) describe() string {
 // subscription is on one node, which holds only the sessions of its own
 // slots: tracking would silently miss the others, so it is turned off
 // there and log says so.
-func (f *redisFlags) subscriberClient(onConnect func(context.Context, *redis.Conn) error, log *slog.Logger) (redis.UniversalClient, error) {
+func (f *redisFlags) subscriberClient(onConnect func(context.Context, *redis.Conn) error, log *slog.Logger) (redis.UniversalClient, *redis.FailoverOptions, error) {
 	t, err := f.target()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if t.cluster != nil && onConnect != nil {
 		log.Warn("tracking (--tracking) is off on Redis Cluster: Redis tracks keys per node and the logout subscription lives on one node; sessions deleted without a logout event stop passing within --cache-ttl")
@@ -312,5 +314,5 @@ func (f *redisFlags) subscriberClient(onConnect func(context.Context, *redis.Con
 		dial: f.dialTimeout, read: -1, write: f.timeout,
 		maxRetries: 1, poolSize: 2, protocol: 2, onConnect: onConnect,
 	})
-	return t.newClient(), nil
+	return t.newClient(), t.failover, nil
 }

@@ -342,12 +342,12 @@ func (f *serveFlags) subscriber(v *authz.Verifier, cfg authz.Config, log *slog.L
 		}
 		onConnect = tr.OnConnect
 	}
-	c, err := f.redis.subscriberClient(onConnect, log)
+	c, sentinel, err := f.redis.subscriberClient(onConnect, log)
 	if err != nil {
 		return nil, nil, err
 	}
 	sub, err := logout.NewSubscriber(c, v, logout.SubscriberConfig{
-		Channel: f.channel, Heartbeat: f.heartbeat, Logger: log,
+		Channel: f.channel, Heartbeat: f.heartbeat, Logger: log, Sentinel: sentinel,
 	}, reg)
 	if err != nil {
 		c.Close()
