@@ -262,6 +262,20 @@ func (r *Redis) Stop() { r.proc.Stop() }
 // Kill ends the server at once (SIGKILL), as a crash or a power cut would.
 func (r *Redis) Kill() { r.proc.Kill() }
 
+// Signal sends sig to the server: SIGSTOP freezes it (connections stay
+// open, nothing is answered), SIGCONT thaws it. A frozen server is thawed
+// when the test ends, so that it can be stopped.
+func (r *Redis) Signal(sig os.Signal) {
+	r.t.Helper()
+	if err := r.proc.Signal(sig); err != nil {
+		r.t.Fatalf("signal redis-server: %v", err)
+	}
+	if sig == syscall.SIGSTOP {
+		p := r.proc
+		r.t.Cleanup(func() { _ = p.Signal(syscall.SIGCONT) })
+	}
+}
+
 // URL is the redis:// URL of the server.
 func (r *Redis) URL() string { return fmt.Sprintf("redis://%s/0", r.Addr) }
 
