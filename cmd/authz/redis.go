@@ -277,6 +277,18 @@ func (f *redisFlags) client() (redis.UniversalClient, error) {
 	return t.newClient(), nil
 }
 
+// waitReplicas is how many replicas a logout waits for
+// (authz.Config.RevokeWaitReplicas): one on Sentinel, whose failover
+// promotes a replica; none elsewhere (a single node may have no replica,
+// and on a cluster go-redis would send a keyless WAIT to any node, not to
+// the ones written).
+func (f *redisFlags) waitReplicas() int {
+	if t, err := f.target(); err == nil && t.failover != nil {
+		return 1
+	}
+	return 0
+}
+
 // describe names what the flags point at, without credentials.
 func (f *redisFlags) describe() string {
 	t, err := f.target()

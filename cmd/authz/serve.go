@@ -118,6 +118,7 @@ func (f *sessionFlags) config() (authz.Config, error) {
 		return c, errors.New("--max-session-bytes and --store-ttl must be positive")
 	}
 	c.RedisTimeout = f.redis.timeout
+	c.RevokeWaitReplicas = f.redis.waitReplicas()
 	return c, nil
 }
 

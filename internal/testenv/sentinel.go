@@ -36,9 +36,13 @@ type Sentinel struct {
 // majority to authorise it).
 func StartSentinel(t testing.TB) *Sentinel {
 	t.Helper()
-	master := StartRedis(t)
+	// Redis delays a full sync by 5 s by default, waiting for more replicas
+	// to share it; here there is one, and the old master syncs from the new
+	// one after a failover.
+	noDelay := []string{"--repl-diskless-sync-delay", "0"}
+	master := StartRedisArgs(t, noDelay...)
 	_, port, _ := net.SplitHostPort(master.Addr)
-	replica := StartRedisArgs(t, "--replicaof", "127.0.0.1", port)
+	replica := StartRedisArgs(t, append(noDelay, "--replicaof", "127.0.0.1", port)...)
 	s := &Sentinel{Nodes: []*Redis{master, replica}, t: t}
 	WaitFor(t, 10*time.Second, "the replica to sync with the master", func() bool {
 		return strings.Contains(info(replica.Addr, "replication"), "master_link_status:up")
