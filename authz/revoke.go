@@ -105,21 +105,48 @@ type revocation struct {
 	maxAge time.Duration
 }
 
-// revoke marks then deletes, in one ordered pipeline (not MULTI: on a
-// cluster the marker and the session live in different slots).
+// revoke marks, then deletes: two round trips, so that no session is
+// deleted before its marker is written. One pipeline would not order them
+// on a cluster, where go-redis splits it by node and sends the parts
+// concurrently (and MULTI cannot span the two keys' slots); a DEL that
+// landed without its marker would let an app's late save revive the
+// session.
+//
+// With RevokeWaitReplicas set (Sentinel), the DELs are followed by WAIT on
+// the same connection, so the logout is on the replicas, which a failover
+// promotes, before it is reported done. A master's replication offset
+// covers every earlier write, so this covers the markers too.
 func (v *Verifier) revoke(ctx context.Context, t *tenant, rs []revocation) (bool, error) {
 	pipe := v.rdb.Pipeline()
-	dels := make([]*redis.IntCmd, len(rs))
-	for i, r := range rs {
+	for _, r := range rs {
 		var ttl time.Duration // 0: the marker never expires
 		if r.pttl != -1 {
 			ttl = max(r.pttl, r.maxAge, v.cfg.StoreTTL)
 		}
 		pipe.Set(ctx, t.store.revokedKey(r.sid), "1", ttl)
-		dels[i] = pipe.Del(ctx, t.store.prefix+r.sid)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return false, fmt.Errorf("revoke %d sessions: %w", len(rs), err)
+		return false, fmt.Errorf("revoke %d sessions: write markers: %w", len(rs), err)
+	}
+	pipe = v.rdb.Pipeline()
+	dels := make([]*redis.IntCmd, len(rs))
+	for i, r := range rs {
+		dels[i] = pipe.Del(ctx, t.store.prefix+r.sid)
+	}
+	var wait *redis.Cmd
+	if n := v.cfg.RevokeWaitReplicas; n > 0 {
+		// Half the call timeout: the whole pipeline's answer must arrive
+		// within it.
+		wait = pipe.Do(ctx, "WAIT", n, max(1, (v.cfg.RedisTimeout/2).Milliseconds()))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return false, fmt.Errorf("revoke %d sessions: delete: %w", len(rs), err)
+	}
+	if wait != nil {
+		if n, _ := wait.Int64(); n < int64(v.cfg.RevokeWaitReplicas) {
+			v.log.Warn("logout written on the master but not yet confirmed by a replica; a failover right now could undo it",
+				"sessions", len(rs), "replicas_acked", n, "wanted", v.cfg.RevokeWaitReplicas)
+		}
 	}
 	found := false
 	for _, d := range dels {

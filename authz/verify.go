@@ -83,6 +83,10 @@ type Config struct {
 	// while the logout subscription is live, so no logout can have been
 	// missed (default 0: off, fail closed).
 	StaleIfError time.Duration
+	// RevokeWaitReplicas makes a logout wait (WAIT, at most RedisTimeout/2)
+	// until this many replicas have its marker and DEL, so that a failover
+	// right after it cannot undo it (Sentinel). 0: don't wait.
+	RevokeWaitReplicas int
 
 	// TouchInterval is how often, at most, an allowed session's TTL is
 	// extended (default 60s; negative disables sliding expiry).

@@ -26,7 +26,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 type site struct {
 	t      *testing.T
 	redis  *testenv.Redis
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	authz  *testenv.Authz
 	nginx  *testenv.Nginx
 	client *http.Client

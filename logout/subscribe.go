@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +45,14 @@ type SubscriberConfig struct {
 	MaxBackoff time.Duration
 	Logger     *slog.Logger
 	Now        func() time.Time
+	// Sentinel, for a Subscriber on a FailoverClient, names the sentinels
+	// to watch for +switch-master. go-redis moves commands to a new master
+	// but leaves a subscription on the old one, which may live on as a
+	// replica; on a switch the Subscriber resubscribes (Subscribed(false),
+	// then Subscribed(true) from the new master). Only MasterName,
+	// SentinelAddrs, SentinelUsername, SentinelPassword, TLSConfig and
+	// DialTimeout are used.
+	Sentinel *redis.FailoverOptions
 }
 
 // Subscriber listens for logout events (and tracking invalidations) and
@@ -53,6 +62,9 @@ type Subscriber struct {
 	h   Handler
 	cfg SubscriberConfig
 	m   subMetrics
+
+	mu sync.Mutex
+	ps *redis.PubSub // the current subscription, for restart
 }
 
 type subMetrics struct {
@@ -138,6 +150,11 @@ func NewSubscriber(rdb redis.UniversalClient, h Handler, cfg SubscriberConfig, r
 // nothing is cached before the subscription is live.
 func (s *Subscriber) Run(ctx context.Context) error {
 	s.h.Subscribed(false)
+	if s.cfg.Sentinel != nil {
+		done := make(chan struct{})
+		go func() { s.followSentinel(ctx); close(done) }()
+		defer func() { <-done }()
+	}
 	backoff := 10 * time.Millisecond
 	for {
 		live, err := s.subscribe(ctx)
@@ -167,6 +184,14 @@ func (s *Subscriber) Run(ctx context.Context) error {
 func (s *Subscriber) subscribe(ctx context.Context) (live bool, err error) {
 	ps := s.rdb.Subscribe(ctx)
 	defer ps.Close()
+	s.mu.Lock()
+	s.ps = ps
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.ps = nil
+		s.mu.Unlock()
+	}()
 	// ReceiveTimeout does not watch ctx; closing the subscription does end
 	// it, so shutdown does not wait out a heartbeat.
 	stop := context.AfterFunc(ctx, func() { ps.Close() })
@@ -214,6 +239,16 @@ func (s *Subscriber) subscribe(ctx context.Context) (live bool, err error) {
 		case *redis.Message:
 			s.deliver(m)
 		}
+	}
+}
+
+// restart ends the current subscription, if any; Run then subscribes
+// again, through a new connection.
+func (s *Subscriber) restart() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ps != nil {
+		s.ps.Close()
 	}
 }
 

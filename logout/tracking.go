@@ -60,7 +60,15 @@ func (t *Tracking) Enabled() bool { return t.enabled.Load() }
 
 // OnConnect is a redis.Options.OnConnect hook. It never fails the
 // connection: without tracking, logout events still flow.
+//
+// A FailoverClient (Sentinel) runs its OnConnect on its connections to the
+// sentinels too. A sentinel accepts CLIENT TRACKING but holds no sessions,
+// so those connections are left alone: otherwise Enabled would tell of the
+// sentinel rather than of the master.
 func (t *Tracking) OnConnect(ctx context.Context, cn *redis.Conn) error {
+	if role, err := cn.Do(ctx, "ROLE").Slice(); err == nil && len(role) > 0 && role[0] == "sentinel" {
+		return nil
+	}
 	id, err := cn.ClientID(ctx).Result()
 	if err == nil {
 		args := []any{"CLIENT", "TRACKING", "ON", "REDIRECT", id, "BCAST"}

@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
+# The Sentinel tests run `redis-server --sentinel` (the same binary), so
+# Debian's redis-sentinel package, which would start a system sentinel on
+# port 26379, is not needed.
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v nginx >/dev/null 2>&1 || need+=(nginx)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)

@@ -42,7 +42,7 @@ func applyEnv(fs *pflag.FlagSet) error {
 }
 
 func redactIfSecret(flag, v string) string {
-	if strings.Contains(flag, "secret") || strings.Contains(flag, "url") {
+	if strings.Contains(flag, "secret") || strings.Contains(flag, "url") || strings.Contains(flag, "password") {
 		return "(redacted)"
 	}
 	return v

@@ -114,7 +114,7 @@ func (f *sessionFlags) tools(ctx context.Context) (*authz.Verifier, *logout.Publ
 	v, err := authz.New(cfg, rdb, reg, log.With("cmd", "logout"))
 	if err == nil {
 		if err = v.Ready(ctx); err != nil {
-			err = fmt.Errorf("redis at %s unreachable: %w", rdb.Options().Addr, err)
+			err = fmt.Errorf("redis at %s unreachable: %w", f.redis.describe(), err)
 		}
 	}
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -23,52 +22,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
-
-// redisFlags are shared by every command that talks to Redis.
-type redisFlags struct {
-	url         string
-	timeout     time.Duration
-	dialTimeout time.Duration
-	poolSize    int
-}
-
-func (f *redisFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&f.url, "redis-url", "redis://127.0.0.1:6379/0", "Redis holding the sessions: redis://[:password@]host:port/db or rediss:// for TLS")
-	fs.DurationVar(&f.timeout, "redis-timeout", 250*time.Millisecond, "timeout of each Redis call")
-	fs.DurationVar(&f.dialTimeout, "redis-dial-timeout", time.Second, "timeout to open a Redis connection")
-	fs.IntVar(&f.poolSize, "redis-pool-size", 0, "Redis connections per authz process (0: 10 per CPU)")
-}
-
-func (f *redisFlags) client() (*redis.Client, error) {
-	opts, err := f.options()
-	if err != nil {
-		return nil, err
-	}
-	return redis.NewClient(opts), nil
-}
-
-func (f *redisFlags) options() (*redis.Options, error) {
-	opts, err := redis.ParseURL(f.url)
-	if err != nil {
-		// The URL may hold a password: name the problem, not the URL.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("--redis-url is malformed: %v", err)
-	}
-	opts.DialTimeout = f.dialTimeout
-	opts.ReadTimeout = f.timeout
-	opts.WriteTimeout = f.timeout
-	opts.ContextTimeoutEnabled = true
-	// One retry replaces a pooled connection that died with a Redis
-	// restart; more would only stack timeouts on a Redis that is down.
-	opts.MaxRetries = 1
-	if f.poolSize > 0 {
-		opts.PoolSize = f.poolSize
-	}
-	return opts, nil
-}
 
 // secretFlags are the cookie secrets, shared by serve and the session tools.
 type secretFlags struct {
@@ -172,6 +125,7 @@ func (f *sessionFlags) config() (authz.Config, error) {
 		return c, errors.New("--max-session-bytes and --store-ttl must be positive")
 	}
 	c.RedisTimeout = f.redis.timeout
+	c.RevokeWaitReplicas = f.redis.waitReplicas()
 	return c, nil
 }
 
@@ -382,7 +336,7 @@ func serve(ctx context.Context, f *serveFlags) error {
 	}
 	log.Info("authz serving", "listen", ln.Addr().String(), "metrics", f.metricsListen,
 		"cookie", cfg.CookieName, "prefix", cfg.KeyPrefix, "secrets", len(cfg.Secrets),
-		"logout_channel", f.channel, "tracking", f.tracking)
+		"logout_channel", f.channel, "tracking", f.tracking && !f.redis.isCluster())
 
 	select {
 	case err := <-errc:
@@ -464,28 +418,23 @@ func covered(tracked []string, p string) bool {
 }
 
 // subscriber wires the logout subscription to v. It gets a client of its
-// own: RESP2, so tracking invalidations arrive as pub/sub messages, and
-// with the tracking hook that re-arms CLIENT TRACKING on every reconnect.
-func (f *serveFlags) subscriber(v *authz.Verifier, cfg authz.Config, log *slog.Logger, reg prometheus.Registerer) (*logout.Subscriber, *redis.Client, error) {
-	opts, err := f.redis.options()
-	if err != nil {
-		return nil, nil, err
-	}
-	opts.Protocol = 2
-	opts.PoolSize = 2
-	// A subscription waits for messages far longer than a command does.
-	opts.ReadTimeout = -1
-	opts.ContextTimeoutEnabled = false
+// own (see redisFlags.subscriberClient), with the tracking hook that
+// re-arms CLIENT TRACKING on every reconnect.
+func (f *serveFlags) subscriber(v *authz.Verifier, cfg authz.Config, log *slog.Logger, reg prometheus.Registerer) (*logout.Subscriber, redis.UniversalClient, error) {
+	var onConnect func(context.Context, *redis.Conn) error
 	if f.tracking {
 		tr, err := logout.NewTracking(trackedPrefixes(v.KeyPrefixes()), log, reg)
 		if err != nil {
 			return nil, nil, err
 		}
-		opts.OnConnect = tr.OnConnect
+		onConnect = tr.OnConnect
 	}
-	c := redis.NewClient(opts)
+	c, sentinel, err := f.redis.subscriberClient(onConnect, log)
+	if err != nil {
+		return nil, nil, err
+	}
 	sub, err := logout.NewSubscriber(c, v, logout.SubscriberConfig{
-		Channel: f.channel, Heartbeat: f.heartbeat, Logger: log,
+		Channel: f.channel, Heartbeat: f.heartbeat, Logger: log, Sentinel: sentinel,
 	}, reg)
 	if err != nil {
 		c.Close()

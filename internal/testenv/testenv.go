@@ -222,12 +222,17 @@ type Redis struct {
 	port int
 	t    testing.TB
 	proc *Process
+	args []string // more redis-server arguments, kept across restarts
 }
 
 // StartRedis starts a redis-server with no persistence on a free port.
-func StartRedis(t testing.TB) *Redis {
+func StartRedis(t testing.TB) *Redis { return StartRedisArgs(t) }
+
+// StartRedisArgs is StartRedis with more redis-server arguments, such as
+// "--replicaof" or "--cluster-enabled", "yes".
+func StartRedisArgs(t testing.TB, args ...string) *Redis {
 	t.Helper()
-	r := &Redis{port: FreePort(t), t: t}
+	r := &Redis{port: FreePort(t), t: t, args: args}
 	r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
 	r.Start()
 	return r
@@ -236,8 +241,9 @@ func StartRedis(t testing.TB) *Redis {
 // Start (re)starts the server on its port and waits until it answers.
 func (r *Redis) Start() {
 	r.t.Helper()
-	r.proc = Start(r.t, "redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--protected-mode", "no")
+	args := append([]string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--protected-mode", "no"}, r.args...)
+	r.proc = Start(r.t, "redis-server", args...)
 	c := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1})
 	defer c.Close()
 	WaitFor(r.t, 10*time.Second, "redis-server to answer on "+r.Addr, func() bool {
@@ -252,6 +258,23 @@ func (r *Redis) Start() {
 
 // Stop shuts the server down (SIGTERM) and waits for it to exit.
 func (r *Redis) Stop() { r.proc.Stop() }
+
+// Kill ends the server at once (SIGKILL), as a crash or a power cut would.
+func (r *Redis) Kill() { r.proc.Kill() }
+
+// Signal sends sig to the server: SIGSTOP freezes it (connections stay
+// open, nothing is answered), SIGCONT thaws it. A frozen server is thawed
+// when the test ends, so that it can be stopped.
+func (r *Redis) Signal(sig os.Signal) {
+	r.t.Helper()
+	if err := r.proc.Signal(sig); err != nil {
+		r.t.Fatalf("signal redis-server: %v", err)
+	}
+	if sig == syscall.SIGSTOP {
+		p := r.proc
+		r.t.Cleanup(func() { _ = p.Signal(syscall.SIGCONT) })
+	}
+}
 
 // URL is the redis:// URL of the server.
 func (r *Redis) URL() string { return fmt.Sprintf("redis://%s/0", r.Addr) }

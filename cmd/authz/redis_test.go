@@ -1,0 +1,100 @@
+package main
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+)
+
+func newFlagSet() *pflag.FlagSet { return pflag.NewFlagSet("test", pflag.ContinueOnError) }
+
+// TestRedisTopology checks which go-redis client each documented form of
+// --redis-url and the topology flags selects, with which addresses and
+// credentials.
+func TestRedisTopology(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		check func(t *testing.T, rt *redisTarget)
+	}{
+		{"single", []string{"--redis-url", "redis://:pw@r1:6380/2"}, func(t *testing.T, rt *redisTarget) {
+			if rt.single == nil || rt.single.Addr != "r1:6380" || rt.single.Password != "pw" || rt.single.DB != 2 {
+				t.Errorf("got %+v", rt)
+			}
+		}},
+		{"sentinel URL", []string{"--redis-url", "redis+sentinel://:spw@s1:26379,s2:26379,s3:26379/1?master_name=mymaster&password=mpw"}, func(t *testing.T, rt *redisTarget) {
+			f := rt.failover
+			if f == nil || f.MasterName != "mymaster" || f.SentinelPassword != "spw" || f.Password != "mpw" || f.DB != 1 ||
+				!slices.Equal(f.SentinelAddrs, []string{"s1:26379", "s2:26379", "s3:26379"}) {
+				t.Errorf("got %+v", f)
+			}
+		}},
+		{"sentinel flags", []string{"--redis-url", "rediss://:mpw@ignored:6379/3", "--redis-sentinel-master", "m",
+			"--redis-sentinel-addrs", "s1:26379,s2:26379", "--redis-sentinel-password", "spw"}, func(t *testing.T, rt *redisTarget) {
+			f := rt.failover
+			if f == nil || f.MasterName != "m" || f.SentinelPassword != "spw" || f.Password != "mpw" || f.DB != 3 ||
+				!slices.Equal(f.SentinelAddrs, []string{"s1:26379", "s2:26379"}) {
+				t.Fatalf("got %+v", f)
+			}
+			if f.TLSConfig == nil || f.TLSConfig.ServerName != "" {
+				t.Errorf("TLS must stay on, checked against each dialled node: %+v", f.TLSConfig)
+			}
+		}},
+		{"cluster URL", []string{"--redis-url", "redis+cluster://:pw@n1:7000,n2:7001?addr=n3:7002"}, func(t *testing.T, rt *redisTarget) {
+			c := rt.cluster
+			if c == nil || c.Password != "pw" || !slices.Equal(c.Addrs, []string{"n1:7000", "n3:7002", "n2:7001"}) {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{"cluster flags", []string{"--redis-url", "redis://:pw@ignored/0", "--redis-cluster-addrs", "n1:7000,n2:7001"}, func(t *testing.T, rt *redisTarget) {
+			c := rt.cluster
+			if c == nil || c.Password != "pw" || !slices.Equal(c.Addrs, []string{"n1:7000", "n2:7001"}) {
+				t.Errorf("got %+v", c)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var f redisFlags
+			fs := newFlagSet()
+			f.register(fs)
+			if err := fs.Parse(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			rt, err := f.target()
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, rt)
+		})
+	}
+}
+
+func TestRedisTopologyRefused(t *testing.T) {
+	for args, want := range map[string]string{
+		"--redis-url http://x":                  "scheme",
+		"--redis-url redis+mesh://x":            "scheme",
+		"--redis-url redis+sentinel://s1:26379": "master",
+		"--redis-sentinel-master m":             "sentinel address",
+		"--redis-sentinel-password p":           "without Sentinel",
+		"--redis-sentinel-master m --redis-sentinel-addrs s:1 --redis-cluster-addrs n:1": "one",
+		"--redis-url redis+cluster://n1:1 --redis-sentinel-master m":                     "cluster",
+		"--redis-url redis://h/2 --redis-cluster-addrs n:1":                              "database",
+		"--redis-url redis://:hunter2@h:6379/x":                                          "malformed",
+	} {
+		var f redisFlags
+		fs := newFlagSet()
+		f.register(fs)
+		if err := fs.Parse(strings.Fields(args)); err != nil {
+			t.Fatal(err)
+		}
+		_, err := f.target()
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err = %v, want one mentioning %q", args, err, want)
+		}
+		if err != nil && strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: the error shows the password: %v", args, err)
+		}
+	}
+}

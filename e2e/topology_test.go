@@ -1,0 +1,466 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/authz/authz/internal/testenv"
+	"github.com/redis/go-redis/v9"
+)
+
+// deployment is several authz instances on one Redis topology (Sentinel or
+// Cluster), each asked directly, as cluster is for a single Redis.
+type deployment struct {
+	*cluster
+	url string // --redis-url of the topology
+}
+
+func newDeployment(t *testing.T, url string, rdb redis.UniversalClient, n int, authzArgs ...string) *deployment {
+	t.Helper()
+	d := &deployment{cluster: &cluster{t: t, client: newClient()}, url: url}
+	d.site = &site{t: t, rdb: rdb, client: d.client}
+	for range n {
+		d.instances = append(d.instances, testenv.StartAuthz(t, url, authzArgs...))
+	}
+	for _, a := range d.instances {
+		testenv.WaitFor(t, 10*time.Second, "the logout subscription on "+a.Addr, func() bool {
+			return metric(t, a, "authz_logout_subscribed") == 1
+		})
+	}
+	return d
+}
+
+// cli runs an authz command against the deployment's Redis.
+func (d *deployment) cli(args ...string) (string, error) {
+	d.t.Helper()
+	args = append(args, "--redis-url", d.url, "--session-secret", testenv.SessionSecret)
+	out, err := exec.Command(testenv.BuildAuthz(d.t), args...).CombinedOutput()
+	return string(out), err
+}
+
+// postLogout signs sess out through instance a's POST /logout.
+func (d *deployment) postLogout(a *testenv.Authz, sess session) int {
+	d.t.Helper()
+	req, _ := http.NewRequest("POST", "http://"+a.Addr+"/logout", nil)
+	req.Header.Set("Cookie", sess.cookie)
+	req.Header.Set("Accept", "application/json")
+	resp, err := d.client.Do(req)
+	if err != nil {
+		d.t.Fatalf("POST /logout on %s: %v", a.Addr, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// deniedEverywhere waits until every instance answers 401 for sess.
+func (d *deployment) deniedEverywhere(sess session, what string) {
+	d.t.Helper()
+	for i, a := range d.instances {
+		testenv.WaitFor(d.t, 2*time.Second, "instance "+strconv.Itoa(i)+" to deny "+what, func() bool {
+			return d.verify(a, sess.cookie) == 401
+		})
+	}
+}
+
+// logoutStory is what single sign-off must do on any topology: a CLI
+// logout and a POST /logout reach every instance, a revoked session saved
+// again by an app stays dead, and a user-wide logout finds sessions
+// wherever they are stored.
+func logoutStory(t *testing.T, d *deployment) {
+	s := d.site
+	a1, a2, a3 := s.signIn(alice), s.signIn(alice), s.signIn(alice)
+	b := s.signIn(bob)
+	for _, x := range []session{a1, a2, a3, b} {
+		d.everywhere(x.cookie, 200, "before logout")
+	}
+
+	out, err := d.cli("logout", "--session", a1.sid)
+	if err != nil {
+		t.Fatalf("authz logout --session: %v\n%s", err, out)
+	}
+	d.deniedEverywhere(a1, "the session logged out with the CLI")
+
+	if st := d.postLogout(d.instances[0], a2); st != http.StatusNoContent {
+		t.Fatalf("POST /logout: %d, want 204", st)
+	}
+	d.deniedEverywhere(a2, "the session logged out with POST /logout")
+
+	// An app that had a1 loaded saves it again: the marker keeps it dead.
+	s.store(a1, alice)
+	d.everywhere(a1.cookie, 401, "a logged-out session saved again by an app")
+
+	// a1, saved again, is a session key of alice's once more: it counts.
+	out, err = d.cli("logout", "--user", "alice")
+	if err != nil || !strings.Contains(out, "revoked 2 sessions") {
+		t.Fatalf("authz logout --user alice: %v\n%s", err, out)
+	}
+	d.deniedEverywhere(a3, "a session ended by a user-wide logout")
+	d.everywhere(b.cookie, 200, "another user's session")
+}
+
+func TestSentinelVerifyAndLogout(t *testing.T) {
+	t.Parallel()
+	s := testenv.StartSentinel(t)
+	// An hour of cache TTL: only logout events and tracking can deny.
+	d := newDeployment(t, s.URL(), s.Client(), 2, "--cache-ttl", "1h")
+	for _, a := range d.instances {
+		if metric(t, a, "authz_tracking_enabled") != 1 {
+			t.Fatalf("tracking is off on %s; want it on the master of a Sentinel deployment", a.Addr)
+		}
+		if strings.Contains(a.Output(), "refused CLIENT TRACKING") {
+			t.Errorf("%s tried tracking on a sentinel:\n%s", a.Addr, a.Output())
+		}
+	}
+	logoutStory(t, d)
+
+	// Tracking: a session deleted by someone else, without an event.
+	x := d.site.signIn(bob)
+	d.everywhere(x.cookie, 200, "before DEL")
+	d.site.rdb.Del(context.Background(), "sess:"+x.sid)
+	d.deniedEverywhere(x, "a session deleted without an event")
+
+	// The same through the flags rather than the URL, and session show.
+	out, err := exec.Command(testenv.BuildAuthz(t), "session", "show", d.site.signIn(bob).sid,
+		"--redis-sentinel-master", testenv.SentinelMaster,
+		"--redis-sentinel-addrs", strings.Join(s.Addrs, ","),
+		"--redis-url", "redis://ignored/0").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "user     bob") {
+		t.Errorf("authz session show with --redis-sentinel-*: %v\n%s", err, out)
+	}
+}
+
+func TestClusterVerifyAndLogout(t *testing.T) {
+	t.Parallel()
+	c := testenv.StartCluster(t)
+	d := newDeployment(t, c.URL(), c.Client(), 2, "--cache-ttl", "1h")
+	for _, a := range d.instances {
+		if metric(t, a, "authz_tracking_enabled") != 0 {
+			t.Errorf("tracking reported on on %s; it is per node, so off on a cluster", a.Addr)
+		}
+		if !strings.Contains(a.Output(), "tracking (--tracking) is off on Redis Cluster") {
+			t.Errorf("%s does not say that tracking is off on a cluster:\n%s", a.Addr, a.Output())
+		}
+	}
+
+	// The session key and its revocation marker must live on different
+	// nodes, so the one-round-trip read (GET, PTTL, EXISTS marker) really
+	// spans nodes: find such a session.
+	var x session
+	for {
+		x = d.site.signIn(bob)
+		if c.NodeOf("sess:"+x.sid) != c.NodeOf("authz:revoked:sess:"+x.sid) {
+			break
+		}
+	}
+	d.everywhere(x.cookie, 200, "a session on another node than its marker would be")
+	if out, err := d.cli("logout", "--session", x.sid); err != nil {
+		t.Fatalf("authz logout: %v\n%s", err, out)
+	}
+	d.deniedEverywhere(x, "the logged-out session")
+	d.site.store(x, bob)
+	d.everywhere(x.cookie, 401, "a logged-out session saved again, its marker on another node")
+
+	// alice's sessions spread over the masters; --user walks them all.
+	logoutStory(t, d)
+
+	out, err := exec.Command(testenv.BuildAuthz(t), "session", "show", d.site.signIn(bob).sid,
+		"--redis-cluster-addrs", c.Nodes[1].Addr).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "user     bob") {
+		t.Errorf("authz session show with --redis-cluster-addrs: %v\n%s", err, out)
+	}
+}
+
+// result is one request of a load run.
+type result struct {
+	at     time.Time
+	status int // 0: no answer at all
+	took   time.Duration
+	cookie int
+}
+
+// load sends verify requests for cookies, round-robin over instances, from
+// a few goroutines until stopped or until max requests were sent.
+type load struct {
+	mu   sync.Mutex
+	out  []result
+	sent int
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+func startLoad(instances []*testenv.Authz, cookies []string, workers, max int) *load {
+	l := &load{stop: make(chan struct{})}
+	for w := range workers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			c := &http.Client{Timeout: 5 * time.Second}
+			for i := w; ; i += workers {
+				l.mu.Lock()
+				if l.sent >= max {
+					l.mu.Unlock()
+					return
+				}
+				l.sent++
+				l.mu.Unlock()
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				k := i % len(cookies)
+				req, _ := http.NewRequest("GET", "http://"+instances[i%len(instances)].Addr+"/verify", nil)
+				req.Header.Set("Cookie", cookies[k])
+				start := time.Now()
+				st := 0
+				if resp, err := c.Do(req); err == nil {
+					st = resp.StatusCode
+					resp.Body.Close()
+				}
+				l.mu.Lock()
+				l.out = append(l.out, result{at: time.Now(), status: st, took: time.Since(start), cookie: k})
+				l.mu.Unlock()
+			}
+		}()
+	}
+	return l
+}
+
+// count is how many requests have been answered so far.
+func (l *load) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.out)
+}
+
+// finish stops the load and returns every result.
+func (l *load) finish() []result {
+	close(l.stop)
+	l.wg.Wait()
+	return l.out
+}
+
+// TestSentinelFailoverUnderLoad runs a bounded load on two instances while
+// Sentinel fails the master over, and logs a session out before and during
+// it. It reports how many requests failed and over how long; after the new
+// master is up there must be no more failures, and a logged-out session
+// must never be allowed. The failover is asked for (SENTINEL FAILOVER, as
+// in maintenance) or forced by killing the master (a crash).
+func TestSentinelFailoverUnderLoad(t *testing.T) {
+	t.Parallel()
+	t.Run("SENTINEL FAILOVER", func(t *testing.T) {
+		t.Parallel()
+		failoverUnderLoad(t, func(s *testenv.Sentinel) { s.Failover() })
+	})
+	t.Run("master killed", func(t *testing.T) {
+		t.Parallel()
+		failoverUnderLoad(t, func(s *testenv.Sentinel) {
+			old := s.MasterAddr()
+			s.Master().Kill()
+			s.WaitMasterMoved(old, 20*time.Second)
+		})
+	})
+}
+
+func failoverUnderLoad(t *testing.T, failover func(*testenv.Sentinel)) {
+	s := testenv.StartSentinel(t)
+	d := newDeployment(t, s.URL(), s.Client(), 2)
+	ctx := context.Background()
+	var sessions []session
+	var cookies []string
+	for i := range 20 {
+		u := alice
+		if i%2 == 1 {
+			u = bob
+		}
+		x := d.site.signIn(u)
+		sessions = append(sessions, x)
+		cookies = append(cookies, x.cookie)
+	}
+	// The sessions must be on the replica before it is promoted, as they
+	// would be on a site that has been running for a while.
+	if n, err := d.site.rdb.Do(ctx, "WAIT", 1, 2000).Int(); err != nil || n != 1 {
+		t.Fatalf("WAIT 1: %d, %v", n, err)
+	}
+	const before, during = 0, 1 // the sessions logged out
+	if out, err := d.cli("logout", "--session", sessions[before].sid); err != nil {
+		t.Fatalf("logout before the failover: %v\n%s", err, out)
+	}
+	d.deniedEverywhere(sessions[before], "the session logged out before the failover")
+
+	const maxRequests = 200000 // a bound; the test stops the load long before
+	l := startLoad(d.instances, cookies, 4, maxRequests)
+	testenv.WaitFor(t, 10*time.Second, "the load to get going", func() bool { return l.count() >= 200 })
+	start := time.Now()
+	oldMaster := s.MasterAddr()
+	failover(s)
+	up := time.Now()
+	t.Logf("failover %s -> %s: every sentinel names the new master %v after it began", oldMaster, s.MasterAddr(), up.Sub(start).Round(time.Millisecond))
+
+	// Log a session out while instances are moving to the new master; the
+	// CLI may fail while its own client catches up, so retry it.
+	var loggedOut time.Time
+	testenv.WaitFor(t, 10*time.Second, "a logout to succeed after the failover", func() bool {
+		_, err := d.cli("logout", "--session", sessions[during].sid)
+		loggedOut = time.Now()
+		return err == nil
+	})
+	// Enough more requests to show the new master serves everything.
+	n := l.count()
+	testenv.WaitFor(t, 20*time.Second, "2000 requests after the logout", func() bool { return l.count() >= n+2000 })
+	results := l.finish()
+
+	var failed []result
+	for _, r := range results {
+		switch {
+		case r.status == 200 && r.cookie == before:
+			t.Errorf("the session logged out before the failover was allowed at %v", r.at.Sub(start))
+		case r.status == 200 && r.cookie == during && r.at.After(loggedOut):
+			t.Errorf("the session logged out after the failover was allowed %v after its logout", r.at.Sub(loggedOut))
+		case r.status != 200 && r.status != 401:
+			failed = append(failed, r)
+		}
+	}
+	window := time.Duration(0)
+	if len(failed) > 0 {
+		window = failed[len(failed)-1].at.Sub(failed[0].at)
+	}
+	t.Logf("%d requests, %d failed (503 or no answer) over a window of %v; last failure %v after the new master was up",
+		len(results), len(failed), window.Round(time.Millisecond), lastAfter(failed, up))
+	for _, r := range failed {
+		if r.at.After(up.Add(time.Second)) {
+			t.Errorf("request failed (%d) %v after the new master was up", r.status, r.at.Sub(up).Round(time.Millisecond))
+			break
+		}
+	}
+	// The subscriber's reconnection backoff grew while there was no
+	// master, so it may come back a little after the requests do.
+	for _, a := range d.instances {
+		testenv.WaitFor(t, 5*time.Second, "the subscription and tracking on "+a.Addr+" to be back on the new master", func() bool {
+			return metric(t, a, "authz_logout_subscribed") == 1 && metric(t, a, "authz_tracking_enabled") == 1
+		})
+	}
+}
+
+// lastAfter is how long after t the last of rs happened (0 when none did).
+func lastAfter(rs []result, t time.Time) time.Duration {
+	if len(rs) == 0 || rs[len(rs)-1].at.Before(t) {
+		return 0
+	}
+	return rs[len(rs)-1].at.Sub(t).Round(time.Millisecond)
+}
+
+// TestRedisFailureMidLoadFailsFast extends TestRedisOutageFailsClosedAndRecovers
+// (one request at a time) to a bounded load, with Redis killed (connections
+// refused) or frozen (SIGSTOP: connections open but no answer, the case
+// where each request would wait out --redis-timeout were it not for the
+// circuit breaker; TestBreakerFailsFastWhileRedisIsDown tests the breaker
+// itself). authz must answer 503 fast, /readyz must say not ready, and
+// it must recover when Redis is back.
+func TestRedisFailureMidLoadFailsFast(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"killed", "frozen"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			const timeout = time.Second
+			r := testenv.StartRedis(t)
+			a := testenv.StartAuthz(t, r.URL(), "--redis-timeout", timeout.String(), "--cache-ttl", "100ms")
+			st := &site{t: t, redis: r, rdb: r.Client(), client: newClient()}
+			var cookies []string
+			var sessions []session
+			for i := range 50 {
+				u := alice
+				if i%2 == 1 {
+					u = bob
+				}
+				x := st.signIn(u)
+				sessions, cookies = append(sessions, x), append(cookies, x.cookie)
+			}
+			const maxRequests = 200000                                   // a bound; the test stops the load long before
+			l := startLoad([]*testenv.Authz{a}, cookies, 4, maxRequests) // 4: workers below
+			testenv.WaitFor(t, 10*time.Second, "the load to get going", func() bool { return l.count() >= 300 })
+			down := time.Now()
+			if mode == "killed" {
+				r.Kill()
+			} else {
+				r.Signal(syscall.SIGSTOP)
+			}
+			testenv.WaitFor(t, 5*time.Second, "/readyz to say not ready", func() bool {
+				return status(t, "http://"+a.MetricsAddr+"/readyz") == http.StatusServiceUnavailable
+			})
+			// Three seconds of outage: three breaker cooldowns.
+			testenv.WaitFor(t, 10*time.Second, "three seconds of load on a failed Redis", func() bool {
+				return time.Since(down) > 3*time.Second
+			})
+			back := time.Now()
+			if mode == "killed" {
+				r.Start()
+				for _, x := range sessions { // no persistence: the app's users sign in again
+					st.store(x, alice)
+				}
+			} else {
+				r.Signal(syscall.SIGCONT)
+			}
+			testenv.WaitFor(t, 10*time.Second, "authz to allow again", func() bool {
+				return st.verifyDirect(a, cookies[0]) == http.StatusOK
+			})
+			recovered := time.Now()
+			if got := status(t, "http://"+a.MetricsAddr+"/readyz"); got != http.StatusOK {
+				t.Errorf("after Redis came back /readyz answered %d", got)
+			}
+			results := l.finish()
+
+			var failed, slow int
+			var took []time.Duration
+			for _, x := range results {
+				if x.at.Before(down) || x.at.After(back) {
+					continue
+				}
+				if x.status == http.StatusOK {
+					continue // from the cache, for at most --cache-ttl
+				}
+				if x.status != http.StatusServiceUnavailable {
+					t.Errorf("with Redis %s: status %d, want 503", mode, x.status)
+				}
+				failed++
+				took = append(took, x.took)
+				if x.took >= timeout {
+					slow++
+				}
+			}
+			slices.Sort(took)
+			p50 := took[len(took)/2]
+			t.Logf("Redis %s for %v: %d answers 503, median %v, %d waited out the %v timeout; allowed again %v after Redis was back",
+				mode, back.Sub(down).Round(time.Millisecond), failed, p50, slow, timeout, recovered.Sub(back).Round(time.Millisecond))
+			// Without the breaker every request would wait out the
+			// timeout. With it, only the requests that open it (5, sent
+			// by the 4 workers) and, each time a cooldown ends, the 4 that
+			// try Redis again may wait: outage/cooldown+1 times.
+			const workers, threshold, cooldown = 4, 5, time.Second
+			if bound := threshold + workers*(int(back.Sub(down)/cooldown)+1); slow > bound {
+				t.Errorf("%d requests waited out the timeout; want at most %d", slow, bound)
+			}
+		})
+	}
+}
+
+// verifyDirect asks authz a (not through nginx) about cookie.
+func (s *site) verifyDirect(a *testenv.Authz, cookie string) int {
+	s.t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+a.Addr+"/verify", nil)
+	req.Header.Set("Cookie", cookie)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		s.t.Fatalf("verify on %s: %v", a.Addr, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
