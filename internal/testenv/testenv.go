@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,7 +23,9 @@ import (
 )
 
 // FreePort returns a loopback port nobody listens on right now, and never
-// the same port twice in one test binary.
+// the same port twice in one test binary, nor, for ten minutes, to another
+// test binary: go test runs packages in parallel, and two of them could
+// otherwise both find a port free and both try to bind it.
 //
 // The port comes from below the kernel's ephemeral range. A port from
 // that range (what listening on port 0 gives) can be taken as the source
@@ -44,7 +47,7 @@ func FreePort(t testing.TB) int {
 	}
 	for range 1000 {
 		p := lo + rand.IntN(hi-lo)
-		if ports.given[p] {
+		if ports.given[p] || !reservePort(p) {
 			continue
 		}
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
@@ -57,6 +60,29 @@ func FreePort(t testing.TB) int {
 	}
 	t.Fatalf("no free loopback port in [%d, %d)", lo, hi)
 	return 0
+}
+
+// reservePort claims p across test processes with a file created
+// exclusively; a claim older than ten minutes has been given up.
+func reservePort(p int) bool {
+	dir := filepath.Join(os.TempDir(), "authz-test-ports")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return true // no reservations possible: fall back to luck
+	}
+	name := filepath.Join(dir, strconv.Itoa(p))
+	for range 2 {
+		f, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err == nil {
+			f.Close()
+			return true
+		}
+		fi, serr := os.Stat(name)
+		if serr != nil || time.Since(fi.ModTime()) < 10*time.Minute {
+			return false
+		}
+		os.Remove(name)
+	}
+	return false
 }
 
 var ports = struct {
