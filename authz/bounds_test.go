@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authz/authz/internal/testenv"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -28,14 +29,16 @@ func TestStaleIfError(t *testing.T) {
 		advance   time.Duration
 		logout    bool // a logout event for the session arrives during the outage
 		lostSub   bool // the logout subscription drops during the outage
+		untracked bool // tracking is off or does not cover the prefix
 		want      int
 		stalePlus float64
 	}{
-		{"off: fail closed", 0, 2 * time.Second, false, false, 503, 0},
-		{"within the grace", 10 * time.Second, 2 * time.Second, false, false, 200, 1},
-		{"past the grace", 10 * time.Second, 12 * time.Second, false, false, 503, 0},
-		{"logged out meanwhile", 10 * time.Second, 2 * time.Second, true, false, 503, 0},
-		{"subscription lost", 10 * time.Second, 2 * time.Second, false, true, 503, 0},
+		{"off: fail closed", 0, 2 * time.Second, false, false, false, 503, 0},
+		{"within the grace", 10 * time.Second, 2 * time.Second, false, false, false, 200, 1},
+		{"past the grace", 10 * time.Second, 12 * time.Second, false, false, false, 503, 0},
+		{"logged out meanwhile", 10 * time.Second, 2 * time.Second, true, false, false, 503, 0},
+		{"subscription lost", 10 * time.Second, 2 * time.Second, false, true, false, 503, 0},
+		{"untracked prefix", 10 * time.Second, 2 * time.Second, false, false, true, 503, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clk := newClock()
@@ -45,6 +48,7 @@ func TestStaleIfError(t *testing.T) {
 				c.Now = clk.now
 				c.RedisTimeout = 200 * time.Millisecond
 			})
+			f.v.SetStaleGuard(func(string) bool { return !tc.untracked })
 			sid, cookie := f.session(aliceJSON, time.Hour)
 			if w := f.verify(cookie, ""); w.Code != 200 {
 				t.Fatalf("before the outage: %d", w.Code)
@@ -82,6 +86,7 @@ func TestStaleIfErrorNeverPastTheKeysExpiry(t *testing.T) {
 		c.RedisTimeout = 200 * time.Millisecond
 	})
 	_, cookie := f.session(aliceJSON, 3*time.Second) // the key expires in 3s
+	f.v.SetStaleGuard(func(string) bool { return true })
 	if w := f.verify(cookie, ""); w.Code != 200 {
 		t.Fatalf("before the outage: %d", w.Code)
 	}
@@ -143,5 +148,36 @@ func TestIdentityHeaderCap(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(f.v.metrics.bounds.WithLabelValues("identity_header")); got != 2 {
 		t.Errorf("identity_header hits = %v, want 2", got)
+	}
+}
+
+// A touch that fails must not let a stale allow outlive the key: authz
+// only trusts an expiry Redis confirmed.
+func TestStaleIfErrorNotPastAFailedTouch(t *testing.T) {
+	clk := newClock()
+	f := newFixture(t, func(c *Config) {
+		c.CacheTTL = time.Minute
+		c.StaleIfError = time.Hour
+		c.TouchInterval = time.Second
+		c.Now = clk.now
+		c.RedisTimeout = 200 * time.Millisecond
+	})
+	// maxAge as long as the TTL: the first request has nothing to slide.
+	_, cookie := f.session(`{"cookie":{"originalMaxAge":10000},"passport":{"user":"carol"}}`, 10*time.Second)
+	f.v.SetStaleGuard(func(string) bool { return true })
+	if w := f.verify(cookie, ""); w.Code != 200 {
+		t.Fatalf("before the outage: %d", w.Code)
+	}
+	f.redis.Stop()
+	// A hit at 5s would slide the key to 15s, but Redis is down: the
+	// touch fails (or is skipped by the open circuit).
+	clk.advance(5 * time.Second)
+	if w := f.verify(cookie, ""); w.Code != 200 {
+		t.Fatalf("cache hit during the outage: %d", w.Code)
+	}
+	testenv.WaitFor(t, 5*time.Second, "the failed touch to finish", func() bool { return len(f.v.touches) == 0 })
+	clk.advance(7 * time.Second) // 12s: the key expired at 10s
+	if w := f.verify(cookie, ""); w.Code != 503 {
+		t.Fatalf("stale allow past the key's expiry after a failed touch: %d", w.Code)
 	}
 }

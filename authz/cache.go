@@ -19,6 +19,10 @@ type entry struct {
 	// keyDeadline estimates when the Redis key expires (unix nanoseconds, 0
 	// if it has no TTL); sliding expiry advances it when it touches the key.
 	keyDeadline atomic.Int64
+	// keyExpires is when the Redis key expires as Redis last confirmed it
+	// (at the load, or a touch that succeeded); keyDeadline runs ahead of
+	// it while a touch is on its way. Stale allows never go past it.
+	keyExpires atomic.Int64
 }
 
 const cacheShards = 64

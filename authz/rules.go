@@ -15,6 +15,10 @@ import (
 type Rules struct {
 	Users []string // allow_users: the identity must be one of these
 	Roles []string // allow_roles: the session must hold one of these roles
+	// Tenant (tenant=) names the tenant outright, instead of the host:
+	// for a proxy whose host header a client could forge, and to pin a
+	// location to one tenant.
+	Tenant string
 }
 
 // ParseRules parses a verify query string. Unknown parameters are an error:
@@ -28,12 +32,18 @@ func ParseRules(rawQuery string) (*Rules, error) {
 	for k, vs := range q {
 		var dst *[]string
 		switch k {
+		case "tenant":
+			if len(vs) != 1 || !validTenantName(vs[0]) {
+				return nil, fmt.Errorf("verify query %q: tenant= takes one tenant name", rawQuery)
+			}
+			r.Tenant = vs[0]
+			continue
 		case "allow_users":
 			dst = &r.Users
 		case "allow_roles":
 			dst = &r.Roles
 		default:
-			return nil, fmt.Errorf("verify query %q: unknown rule %q (want allow_users or allow_roles)", rawQuery, k)
+			return nil, fmt.Errorf("verify query %q: unknown rule %q (want allow_users, allow_roles or tenant)", rawQuery, k)
 		}
 		for _, v := range vs {
 			for _, p := range strings.Split(v, ",") {

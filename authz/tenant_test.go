@@ -61,12 +61,18 @@ func TestParseTenantsErrorsNameTheLine(t *testing.T) {
 		{"unknown placeholder", "tenants:\n  - name: a\n    hosts: [a.test]\n    key_prefix: 's:{team}:'\n", "unknown placeholder {team}"},
 		{"app missing", "tenants:\n  - name: a\n    hosts: [a.test]\n    key_prefix: 's:{app}:'\n", "no app is set"},
 		{"bad header", "tenants:\n  - name: a\n    hosts: [a.test]\n    headers: {'X Bad': user.x}\n", "line 2: tenant \"a\": headers"},
+		{"a secret never in the error", "tenants:\n  - name: a\n    hosts: [a.test]\n    secrets: s3cr3t-pw\n", "line 4: cannot unmarshal !!str a value into []string"},
+		{"empty file", "# nothing\n", "empty"},
+		{"two documents", "tenants:\n  - {name: a, hosts: [a.test]}\n---\ntenants: []\n", "more than one YAML document"},
 		{"missing secrets file", "tenants:\n  - name: a\n    hosts: [a.test]\n    secrets_file: /nonexistent/s\n", "secrets_file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseTenants([]byte(tc.file))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "s3cr3t") {
+				t.Errorf("the error shows a secret: %v", err)
 			}
 		})
 	}
@@ -419,8 +425,9 @@ func TestRequestHostReadsOneHeaderOnly(t *testing.T) {
 		mode, xfh, xou, host, want string
 	}{
 		{HostFromForwardedHost, "a.test", "https://b.test/x", "c.test", "a.test"},
-		{HostFromForwardedHost, "a.test, proxy.test", "", "c.test", "a.test"},
-		{HostFromForwardedHost, "", "https://b.test/x", "c.test", "c.test"}, // never X-Original-URL: a client could send it
+		{HostFromForwardedHost, "a.test, proxy.test", "", "c.test", "a.test, proxy.test"}, // a list is no host
+		{HostFromOriginalURL, "", "https://a.test:1@b.test/", "c.test", ""},               // userinfo: refused
+		{HostFromForwardedHost, "", "https://b.test/x", "c.test", "c.test"},               // never X-Original-URL: a client could send it
 		{HostFromOriginalURL, "a.test", "https://b.test:8443/x?y", "c.test", "b.test:8443"},
 		{HostFromOriginalURL, "a.test", "", "c.test", "c.test"}, // never X-Forwarded-Host: ingress-nginx passes a client's on
 		{HostFromOriginalURL, "", "%zz", "c.test", ""},
@@ -430,5 +437,32 @@ func TestRequestHostReadsOneHeaderOnly(t *testing.T) {
 		if got := f.requestHost(tc.xfh, tc.xou, tc.host); got != tc.want {
 			t.Errorf("%s: requestHost(%q, %q, %q) = %q, want %q", tc.mode, tc.xfh, tc.xou, tc.host, got, tc.want)
 		}
+	}
+}
+
+func TestTenantPinnedByTheVerifyURL(t *testing.T) {
+	f := tenantFixture(t)
+	sid := "pinnedpinnedpinnedpinnedpinned00"
+	f.tenantSession("sessions:acme:web:", sid, aliceJSON)
+	f.tenantSession("sessions:globex:portal:", sid, `{"user":{"id":"bob"}}`)
+	acme := "connect.sid=" + Sign(sid, "acme-secret")
+	globex := "globex.sid=" + Sign(sid, "globex-secret")
+	for _, tc := range []struct {
+		name, query, host, cookie string
+		want                      Reason
+	}{
+		{"tenant= wins over the host", "tenant=globex", "acme.test", globex, ReasonOK},
+		{"checked as the named tenant", "tenant=globex", "acme.test", acme, ReasonNoCookie},
+		{"with rules", "tenant=acme&allow_users=alice", "anything.test", acme, ReasonOK},
+		{"an unknown tenant is a bad rule", "tenant=initech", "acme.test", acme, ReasonBadRule},
+		{"two tenants is a bad rule", "tenant=acme&tenant=globex", "acme.test", acme, ReasonBadRule},
+		{"a host list picks no tenant", "", "globex.test,x.acme.test", globex, ReasonUnknownHost},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := f.decide(Query{RawQuery: tc.query, Host: tc.host, Cookies: []string{tc.cookie}})
+			if a.Reason != tc.want {
+				t.Fatalf("reason %q, want %q", a.Reason, tc.want)
+			}
+		})
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -77,7 +79,14 @@ func ParseTenants(b []byte) ([]Tenant, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("the file is empty: it needs a tenants list")
+		}
 		return nil, yamlError(err)
+	}
+	var more yaml.Node
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
+		return nil, errors.New("more than one YAML document (---): a tenant file is one")
 	}
 	// Lines for the checks below: the typed decode keeps none.
 	var root yaml.Node
@@ -242,14 +251,22 @@ func tenantLines(root *yaml.Node) []int {
 }
 
 // yamlError drops the "yaml: " prefix and the multi-line layout of the YAML
-// library's errors: one line, starting with the line number.
+// library's errors: one line, starting with the line number. The library
+// quotes the offending value (`…`); it may be a secret, and the line says
+// where it is, so the value is left out.
 func yamlError(err error) error {
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
-		return errors.New(strings.Join(te.Errors, "; "))
+		msgs := make([]string, len(te.Errors))
+		for i, m := range te.Errors {
+			msgs[i] = quotedValue.ReplaceAllString(m, "a value")
+		}
+		return errors.New(strings.Join(msgs, "; "))
 	}
-	return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
+	return errors.New(quotedValue.ReplaceAllString(strings.TrimPrefix(err.Error(), "yaml: "), "a value"))
 }
+
+var quotedValue = regexp.MustCompile("`[^`]*`")
 
 // ReadSecretsFile reads one secret per line (the first signs), as Docker
 // and Kubernetes secrets mount them; blank lines are skipped.

@@ -54,8 +54,15 @@ const (
 
 // isBearer reports whether an Authorization header uses the Bearer scheme
 // (case-insensitive, RFC 9110), whatever follows.
+//
+// Only authz's own tokens (TokenMark, "azt_") count: a service's own bearer
+// token, a JWT say, is none of authz's business; the cookie decides and the
+// header reaches the service, as Nginx's config lets it.
 func isBearer(auth string) bool {
-	return len(auth) >= 6 && strings.EqualFold(auth[:6], "bearer") && (len(auth) == 6 || auth[6] == ' ')
+	if len(auth) < 7 || !strings.EqualFold(auth[:6], "bearer") || (auth[6] != ' ' && auth[6] != '\t') {
+		return false
+	}
+	return strings.HasPrefix(strings.TrimLeft(auth[6:], " \t"), TokenMark)
 }
 
 // bearerToken returns the credentials of a Bearer Authorization header and
@@ -63,7 +70,7 @@ func isBearer(auth string) bool {
 // the length bounds. Anything else (spaces, commas, quotes, control
 // characters, a second parameter) is refused before any hashing.
 func bearerToken(auth string) (string, bool) {
-	tok := strings.TrimLeft(auth[6:], " ")
+	tok := strings.TrimLeft(auth[6:], " \t")
 	if len(tok) < minTokenLen || len(tok) > maxTokenLen {
 		return "", false
 	}
@@ -136,7 +143,7 @@ func (v *Verifier) decideBearer(ctx context.Context, t *tenant, auth string, rul
 		v.metrics.cacheMisses.Inc()
 		var err error
 		if e, err = v.loadToken(ctx, t, key[:]); err != nil {
-			if e = v.stale(t, key[:], now.UnixNano()); e == nil {
+			if e = v.stale(t, t.tokenPrefix, key[:], now.UnixNano()); e == nil {
 				return ReasonStoreUnavailable, nil
 			}
 		}
@@ -214,6 +221,7 @@ func (v *Verifier) fetchToken(ctx context.Context, t *tenant, key string, gen ui
 	if ttl > 0 {
 		kd := now + int64(ttl)
 		e.keyDeadline.Store(kd)
+		e.keyExpires.Store(kd)
 		e.until = min(e.until, kd)
 	}
 	v.put(key, e, gen, now)

@@ -218,6 +218,8 @@ type Verifier struct {
 	// what is not heard cannot be trusted.
 	bypass  atomic.Bool
 	breaker breaker
+	// staleGuard vouches for StaleIfError (see stale).
+	staleGuard atomic.Pointer[func(prefix string) bool]
 	// pending counts distinct Redis reads in flight (MaxPendingLoads).
 	pending atomic.Int64
 	// unknownLogged rate-limits the unknown-host log line (unix nanoseconds
@@ -277,13 +279,7 @@ type Answer struct {
 // Decide answers q, recording metrics and the debug log line.
 func (v *Verifier) Decide(ctx context.Context, q *Query) Answer {
 	start := v.cfg.Now()
-	t := v.tenants.Load().lookup(q.Host)
-	reason, sess := ReasonUnknownHost, (*Session)(nil)
-	if t != nil {
-		reason, sess = v.decide(ctx, t, q, start)
-	} else {
-		v.unknownHost(q.Host)
-	}
+	reason, sess, t := v.route(ctx, q, start)
 	a := Answer{Reason: reason}
 	switch reason.Status() {
 	case http.StatusOK:
@@ -330,19 +326,20 @@ const (
 // is read, on purpose: proxies overwrite the header they set themselves but
 // pass the others on from the client, and the host chooses whose sessions
 // are checked, so a header a client could forge must never be consulted.
-// X-Forwarded-Host may be a list; its first element is the client's.
 func (v *Verifier) requestHost(xForwardedHost, xOriginalURL, host string) string {
 	switch v.cfg.HostHeader {
 	case HostFromForwardedHost:
 		if xForwardedHost != "" {
-			if i := strings.IndexByte(xForwardedHost, ','); i >= 0 {
-				xForwardedHost = xForwardedHost[:i]
-			}
-			return strings.TrimSpace(xForwardedHost)
+			// Taken whole: a list ("a, b") is no host and matches no
+			// tenant. Its first element is not the safe one to pick, as
+			// a proxy appending to the list passes on a client's.
+			return xForwardedHost
 		}
 	case HostFromOriginalURL:
 		if xOriginalURL != "" {
-			if u, err := url.Parse(xOriginalURL); err == nil {
+			// ingress-nginx builds the URL from the client's Host
+			// header: "Host: a.test:1@b.test" would read as b.test.
+			if u, err := url.Parse(xOriginalURL); err == nil && u.User == nil {
 				return u.Host
 			}
 			return ""
@@ -399,15 +396,23 @@ var retryAfter = []string{"1"}
 // unknownHost logs a request for a host no tenant serves, at most once a
 // second.
 func (v *Verifier) unknownHost(host string) {
+	v.rateLimited(func() {
+		if len(host) > 100 {
+			host = host[:100] + "…"
+		}
+		v.log.Warn("verify for a host no tenant serves: answered 403 (check the tenant file's hosts)", "host", host)
+	})
+}
+
+// rateLimited runs log unless a rate-limited line was logged less than a
+// second ago: what a client can trigger at will must not flood the log.
+func (v *Verifier) rateLimited(log func()) {
 	now := v.cfg.Now().UnixNano()
 	last := v.unknownLogged.Load()
 	if now-last < int64(time.Second) || !v.unknownLogged.CompareAndSwap(last, now) {
 		return
 	}
-	if len(host) > 100 {
-		host = host[:100] + "…"
-	}
-	v.log.Warn("verify for a host no tenant serves: answered 403 (check the tenant file's hosts)", "host", host)
+	log()
 }
 
 func userOf(s *Session) string {
@@ -417,8 +422,10 @@ func userOf(s *Session) string {
 	return s.User
 }
 
-// decide runs the whole check and returns why, with the session when allowed.
-func (v *Verifier) decide(ctx context.Context, t *tenant, q *Query, now time.Time) (Reason, *Session) {
+// route reads the location's rules and picks the tenant, by the rules'
+// tenant= when they name one, else by host, then decides. The tenant is nil
+// when no decision was made.
+func (v *Verifier) route(ctx context.Context, q *Query, now time.Time) (Reason, *Session, *tenant) {
 	var rules *Rules
 	if q.RawQuery != "" {
 		var err error
@@ -427,9 +434,31 @@ func (v *Verifier) decide(ctx context.Context, t *tenant, q *Query, now time.Tim
 			if fresh {
 				v.log.Error("bad rule in verify URL; every request to it fails with 500", "err", err)
 			}
-			return ReasonBadRule, nil
+			return ReasonBadRule, nil, nil
 		}
 	}
+	ts := v.tenants.Load()
+	var t *tenant
+	if rules != nil && rules.Tenant != "" {
+		// Named by the operator in the proxy's config: nothing a client
+		// sends can change it.
+		if t = ts.byName[rules.Tenant]; t == nil {
+			v.rateLimited(func() {
+				v.log.Error("verify URL names a tenant that is not configured; every request to it fails with 500", "tenant", rules.Tenant)
+			})
+			return ReasonBadRule, nil, nil
+		}
+	} else if t = ts.lookup(q.Host); t == nil {
+		v.unknownHost(q.Host)
+		return ReasonUnknownHost, nil, nil
+	}
+	reason, sess := v.decide(ctx, t, rules, q, now)
+	return reason, sess, t
+}
+
+// decide runs the whole check for tenant t and returns why, with the
+// session when allowed.
+func (v *Verifier) decide(ctx context.Context, t *tenant, rules *Rules, q *Query, now time.Time) (Reason, *Session) {
 	// An API client's token wins over any cookie it also sends (token.go).
 	if v.cfg.BearerTokens && isBearer(q.Authorization) {
 		return v.decideBearer(ctx, t, q.Authorization, rules, now)
@@ -458,7 +487,7 @@ func (v *Verifier) decide(ctx context.Context, t *tenant, q *Query, now time.Tim
 		v.metrics.cacheMisses.Inc()
 		var err error
 		if e, err = v.load(ctx, t, sid); err != nil {
-			if e = v.stale(t, sid, nowNano); e == nil {
+			if e = v.stale(t, t.store.prefix, sid, nowNano); e == nil {
 				return ReasonStoreUnavailable, nil
 			}
 		}
@@ -544,6 +573,7 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, sid string, gen uint64)
 	if ttl > 0 {
 		kd := now + int64(ttl)
 		e.keyDeadline.Store(kd)
+		e.keyExpires.Store(kd)
 		e.until = min(e.until, kd)
 	}
 	if v.cfg.EnforceExpires && !s.Expires.IsZero() {
@@ -551,6 +581,14 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, sid string, gen uint64)
 	}
 	v.put(sid, e, gen, now)
 	return e, nil
+}
+
+// SetStaleGuard sets what StaleIfError asks before serving a stale allow:
+// whether keys under prefix are tracked, so that a session deleted without
+// a logout event would have been heard of. Without a guard, nothing is
+// served stale.
+func (v *Verifier) SetStaleGuard(tracked func(prefix string) bool) {
+	v.staleGuard.Store(&tracked)
 }
 
 // errOverloaded means MaxPendingLoads reads are already waiting on Redis.
@@ -573,15 +611,23 @@ func (v *Verifier) acquireLoad() bool {
 // it safe: every logout published since the session was cached has been
 // applied (losing the subscription empties the cache), so a stale allow
 // can only be a session nobody logged out.
-func (v *Verifier) stale(t *tenant, key []byte, now int64) *entry {
+//
+// The subscription alone hears logouts that publish; a session an app
+// destroys without publishing is heard only through tracking. So stale
+// allows also need the guard (SetStaleGuard) to vouch that tracking is on
+// and covers the key's prefix.
+func (v *Verifier) stale(t *tenant, prefix string, key []byte, now int64) *entry {
 	if v.cfg.StaleIfError <= 0 || v.bypass.Load() {
+		return nil
+	}
+	if g := v.staleGuard.Load(); g == nil || !(*g)(prefix) {
 		return nil
 	}
 	e := v.cache.peek(key)
 	if e == nil || e.tenant != t || e.sess == nil || now >= e.until+int64(v.cfg.StaleIfError) {
 		return nil
 	}
-	if kd := e.keyDeadline.Load(); kd != 0 && now >= kd {
+	if ke := e.keyExpires.Load(); ke != 0 && now >= ke {
 		return nil
 	}
 	v.metrics.staleServed.Inc()
@@ -610,27 +656,35 @@ func (v *Verifier) maybeTouch(t *tenant, sid []byte, e *entry, s *Session, now i
 	if kd == 0 || int64(ttl)-(kd-now) < int64(v.cfg.TouchInterval) {
 		return
 	}
-	if !e.keyDeadline.CompareAndSwap(kd, now+int64(ttl)) {
+	next := now + int64(ttl)
+	if !e.keyDeadline.CompareAndSwap(kd, next) {
 		return // another request is touching it
 	}
+	// A touch that does not happen gives the deadline back, so a later
+	// request tries again.
+	undo := func() { e.keyDeadline.CompareAndSwap(next, kd) }
 	select {
 	case v.touches <- struct{}{}:
 	default:
+		undo()
 		return
 	}
 	if v.breaker.open(now) {
 		<-v.touches
+		undo()
 		return
 	}
 	id := string(sid)
 	go func() {
 		defer func() { <-v.touches }()
 		if err := t.store.touch(context.Background(), id, ttl); err != nil {
+			undo()
 			v.breaker.failure(v.cfg.Now().UnixNano())
 			v.metrics.redisErrors.WithLabelValues("touch").Inc()
 			v.log.Warn("sliding expiry failed", "err", err)
 			return
 		}
+		e.keyExpires.Store(next)
 		v.metrics.touches.Inc()
 	}()
 }

@@ -91,10 +91,20 @@ func TestBearerTokenStory(t *testing.T) {
 	if got := headerValues(e.Header, "Authorization"); len(got) != 1 || got[0] != "Basic c3ZjOnB3" {
 		t.Errorf("the service got Authorization %q, want its own Basic credentials unchanged", got)
 	}
+	// A service's own bearer token (a JWT) is not authz's: the cookie
+	// decides and the token reaches the service.
+	const jwt = "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+	e = s.get("/", signedIn.cookie, "Authorization", jwt).echoed(t)
+	if got := headerValues(e.Header, "X-Auth-User"); len(got) != 1 || got[0] != "alice" {
+		t.Errorf("JWT and cookie: X-Auth-User %q, want the cookie's alice", got)
+	}
+	if got := headerValues(e.Header, "Authorization"); len(got) != 1 || got[0] != jwt {
+		t.Errorf("the service got Authorization %q, want its own JWT unchanged", got)
+	}
 
 	// Wrong, malformed or absurd tokens: 401 with a Bearer challenge, no
 	// login redirect, whatever cookie comes along.
-	for _, auth := range []string{"Bearer " + authz.NewToken(), "Bearer " + billing + "x", "Bearer short", "bearer " + strings.Repeat("a", 300)} {
+	for _, auth := range []string{"Bearer " + authz.NewToken(), "Bearer " + billing + "x", "Bearer azt_short", "bearer azt_" + strings.Repeat("a", 300), "Bearer\tazt_short"} {
 		resp := s.get("/invoices", signedIn.cookie, "Authorization", auth)
 		if resp.status != 401 || resp.header.Get("Location") != "" || !strings.HasPrefix(resp.header.Get("WWW-Authenticate"), "Bearer ") {
 			t.Errorf("Authorization %.20q…: %d, Location %q, WWW-Authenticate %q; want 401 with a Bearer challenge",

@@ -325,10 +325,6 @@ func (f *redisFlags) subscriberClient(onConnect func(context.Context, *redis.Con
 	if err != nil {
 		return nil, nil, err
 	}
-	if t.cluster != nil && onConnect != nil {
-		log.Warn("tracking (--tracking) is off on Redis Cluster: Redis tracks keys per node and the logout subscription lives on one node; sessions deleted without a logout event stop passing within --cache-ttl")
-		onConnect = nil
-	}
 	t.tune(tuning{
 		dial: f.dialTimeout, read: -1, write: f.timeout,
 		maxRetries: 1, poolSize: 2, protocol: 2, onConnect: onConnect,

@@ -256,6 +256,14 @@ func serve(ctx context.Context, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
+	if cfg.StaleIfError > 0 && (!f.tracking || f.redis.isCluster()) {
+		return errors.New("--stale-if-error needs --tracking, on a single Redis or Sentinel: only tracking reports a session an app deletes without a logout event")
+	}
+	// SIGHUP reloads the tenant file. Caught from the start: its default
+	// action would end the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	rdb, err := f.redis.client()
 	if err != nil {
 		return err
@@ -275,11 +283,16 @@ func serve(ctx context.Context, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
-	sub, subClient, err := f.subscriber(v, cfg, log, reg)
+	sub, subClient, tr, err := f.subscriber(v, cfg, log, reg)
 	if err != nil {
 		return err
 	}
 	defer subClient.Close()
+	var tracked []string // what tracking watches; none when it is off
+	if tr != nil {
+		tracked = trackedPrefixes(v.KeyPrefixes())
+		v.SetStaleGuard(func(prefix string) bool { return tr.Enabled() && covered(tracked, prefix) })
+	}
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
@@ -318,9 +331,7 @@ func serve(ctx context.Context, f *serveFlags) error {
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if f.tenantsFile != "" {
-		go f.reloadOnHUP(ctx, v, log)
-	}
+	go f.reloadOnHUP(ctx, hup, v, tracked, log)
 	subDone := make(chan struct{})
 	go func() { sub.Run(ctx); close(subDone) }()
 	errc := make(chan error, len(servers))
@@ -359,16 +370,16 @@ func serve(ctx context.Context, f *serveFlags) error {
 // reloadOnHUP reloads the tenant file on every SIGHUP. Requests keep being
 // answered throughout: the new tenants replace the old in one step, and a
 // file that does not load leaves the old ones in place.
-func (f *serveFlags) reloadOnHUP(ctx context.Context, v *authz.Verifier, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	tracked := trackedPrefixes(v.KeyPrefixes())
+func (f *serveFlags) reloadOnHUP(ctx context.Context, hup <-chan os.Signal, v *authz.Verifier, tracked []string, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-hup:
+		}
+		if f.tenantsFile == "" {
+			log.Info("SIGHUP: nothing to reload without --tenants")
+			continue
 		}
 		n, err := v.ReloadTenants(f.tenantsFile)
 		if err != nil {
@@ -376,10 +387,10 @@ func (f *serveFlags) reloadOnHUP(ctx context.Context, v *authz.Verifier, log *sl
 			continue
 		}
 		log.Info("tenants reloaded", "file", f.tenantsFile, "tenants", n)
-		if f.tracking {
+		if len(tracked) > 0 {
 			for _, p := range v.KeyPrefixes() {
 				if !covered(tracked, p) {
-					log.Warn("tracking does not cover a new key prefix until restart: its sessions leave the cache on logout events and after --cache-ttl", "prefix", p)
+					log.Warn("tracking does not cover a new key prefix until restart: its sessions leave the cache on logout events and after --cache-ttl (and get no --stale-if-error)", "prefix", p)
 				}
 			}
 		}
@@ -420,27 +431,31 @@ func covered(tracked []string, p string) bool {
 // subscriber wires the logout subscription to v. It gets a client of its
 // own (see redisFlags.subscriberClient), with the tracking hook that
 // re-arms CLIENT TRACKING on every reconnect.
-func (f *serveFlags) subscriber(v *authz.Verifier, cfg authz.Config, log *slog.Logger, reg prometheus.Registerer) (*logout.Subscriber, redis.UniversalClient, error) {
+// The Tracking is nil when tracking is off (by flag, or on a cluster).
+func (f *serveFlags) subscriber(v *authz.Verifier, cfg authz.Config, log *slog.Logger, reg prometheus.Registerer) (*logout.Subscriber, redis.UniversalClient, *logout.Tracking, error) {
 	var onConnect func(context.Context, *redis.Conn) error
-	if f.tracking {
-		tr, err := logout.NewTracking(trackedPrefixes(v.KeyPrefixes()), log, reg)
-		if err != nil {
-			return nil, nil, err
+	var tr *logout.Tracking
+	if f.tracking && f.redis.isCluster() {
+		log.Warn("tracking (--tracking) is off on Redis Cluster: Redis tracks keys per node and the logout subscription lives on one node; sessions deleted without a logout event stop passing within --cache-ttl")
+	} else if f.tracking {
+		var err error
+		if tr, err = logout.NewTracking(trackedPrefixes(v.KeyPrefixes()), log, reg); err != nil {
+			return nil, nil, nil, err
 		}
 		onConnect = tr.OnConnect
 	}
 	c, sentinel, err := f.redis.subscriberClient(onConnect, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	sub, err := logout.NewSubscriber(c, v, logout.SubscriberConfig{
 		Channel: f.channel, Heartbeat: f.heartbeat, Logger: log, Sentinel: sentinel,
 	}, reg)
 	if err != nil {
 		c.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return sub, c, nil
+	return sub, c, tr, nil
 }
 
 // server is an *http.Server or an *authz.Server.
