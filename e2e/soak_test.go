@@ -305,6 +305,7 @@ type soakIntervalRow struct {
 	stale, logouts   int
 	p50, p99, max    time.Duration
 	rss, goroutines  []float64 // per authz, at the end of the interval
+	heapGoal         []float64 // per authz: the heap size of the next GC
 }
 
 type soakProc struct {
@@ -344,12 +345,12 @@ func (r *soakResult) String() string {
 			fmt.Fprintf(&b, "  error %-40s %d\n", k, r.errs[k])
 		}
 	}
-	fmt.Fprintf(&b, "\n%8s %9s %7s %6s %8s %9s %9s %9s  %s\n", "at", "requests", "errors", "stale", "logouts", "p50", "p99", "max", "RSS MB / goroutines per authz")
+	fmt.Fprintf(&b, "\n%8s %9s %7s %6s %8s %9s %9s %9s  %s\n", "at", "requests", "errors", "stale", "logouts", "p50", "p99", "max", "per authz: RSS MB / heap goal MB / goroutines")
 	for _, iv := range r.intervals {
 		fmt.Fprintf(&b, "%8v %9d %7d %6d %8d %9s %9s %9s ", iv.at.Round(time.Second), iv.requests, iv.errors, iv.stale, iv.logouts,
 			ms(iv.p50), ms(iv.p99), ms(iv.max))
 		for i := range iv.rss {
-			fmt.Fprintf(&b, " %6.1f/%-3.0f", iv.rss[i]/1e6, iv.goroutines[i])
+			fmt.Fprintf(&b, "  %5.1f/%4.1f/%-3.0f", iv.rss[i]/1e6, iv.heapGoal[i]/1e6, iv.goroutines[i])
 		}
 		b.WriteString("\n")
 	}
@@ -358,7 +359,8 @@ func (r *soakResult) String() string {
 		fmt.Fprintf(&b, "%-16s %12.1f MB %12.1f MB %12.1f MB %+7.1f%% %5.0f -> %-4.0f %8.0f/%.0f\n", p.addr,
 			p.rssStart/1e6, p.rssWarm/1e6, p.rssEnd/1e6, 100*(p.rssEnd-p.rssWarm)/p.rssWarm, p.goStart, p.goEnd, p.verifyOK, p.verifyOther)
 	}
-	fmt.Fprintf(&b, "RSS growth: from \"warm\" (the first interval ending after a fifth of the run) to the end; \"start\" is before any load.\n")
+	fmt.Fprintf(&b, "RSS growth: from \"warm\" (the first interval ending after a fifth of the run) to the end; \"start\" is before any load.\n"+
+		"Heap goal: the heap size at which the next GC runs (with GOGC=400, five times the live heap, 16 MB at least).\n")
 	return b.String()
 }
 
@@ -456,6 +458,7 @@ loop:
 				for _, a := range authzs {
 					row.rss = append(row.rss, metric(t, a, "process_resident_memory_bytes"))
 					row.goroutines = append(row.goroutines, metric(t, a, "go_goroutines"))
+					row.heapGoal = append(row.heapGoal, metric(t, a, "go_memstats_next_gc_bytes"))
 				}
 				nextReport = nextReport.Add(cfg.interval)
 				// Caches and connection pools fill in the first minutes:
