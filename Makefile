@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/authz
 PKGS    := ./...
 
-.PHONY: all build test unit bench bench-go bench-load bench-logout lint demo deps clean fuzz docs
+.PHONY: all build test unit bench bench-go bench-load bench-logout bench-fanout soak lint demo deps clean fuzz docs
 
 all: build
 
@@ -32,6 +32,19 @@ bench-load: build
 # Single sign-off: propagation across 8 instances, and the cost of tracking.
 bench-logout:
 	$(GO) test -run '^$$' -bench 'LogoutPropagation|VerifyTrackingCost' -benchtime 1x ./e2e/ | tee bin/bench-logout.txt
+
+# What BCAST tracking costs as the site grows: instances x session writes/s
+# (docs/scale.md). Not in bench: about a minute of a busy machine.
+bench-fanout:
+	@mkdir -p bin
+	$(GO) test -run '^$$' -bench TrackingFanout -benchtime 1x -timeout 15m ./e2e/ | tee bin/bench-fanout.txt
+
+# Constant-rate load through Nginx with logouts mixed in, then a report
+# (docs/scale.md): SOAK_DURATION=30s make soak for a quick try.
+SOAK_DURATION ?= 5m
+soak:
+	@mkdir -p bin
+	SOAK_DURATION=$(SOAK_DURATION) $(GO) test -count=1 -run '^TestSoak$$' -v -timeout 0 ./e2e/
 
 lint:
 	$(GO) vet $(PKGS)

@@ -54,8 +54,10 @@ type Server struct {
 	ln      net.Listener
 	conns   map[*serverConn]struct{}
 	closing atomic.Bool
-	wg      sync.WaitGroup
-	date    atomic.Pointer[dateLine]
+	// noKeepAlive: every answer closes its connection (a drain has begun).
+	noKeepAlive atomic.Bool
+	wg          sync.WaitGroup
+	date        atomic.Pointer[dateLine]
 }
 
 // maxBody bounds a request body the fallback may read (a logout form).
@@ -156,6 +158,30 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
+// SetKeepAlivesEnabled turns HTTP keep-alive on or off, as http.Server's
+// method of the same name does. Off, every answer says "Connection: close"
+// and connections waiting for their next request are closed, while new
+// connections are still accepted and answered. It is the first step of a
+// graceful drain: a client with a connection pool (Nginx's upstream
+// keepalive, a kube-proxy'd Service) opens its next connection wherever
+// its balancer points now, and no request in progress is cut.
+func (s *Server) SetKeepAlivesEnabled(v bool) {
+	s.init()
+	s.noKeepAlive.Store(!v)
+	if v {
+		return
+	}
+	s.mu.Lock()
+	for sc := range s.conns {
+		// A connection that has not sent its first request yet is about
+		// to: closing it would only make the client retry elsewhere.
+		if sc.served.Load() {
+			sc.wakeIfIdle()
+		}
+	}
+	s.mu.Unlock()
+}
+
 type serverConn struct {
 	s  *Server
 	c  net.Conn
@@ -169,6 +195,8 @@ type serverConn struct {
 	// busy is set while a request is being handled, so Shutdown only
 	// interrupts connections waiting for their next request.
 	busy atomic.Bool
+	// served is set once the connection has answered a request.
+	served atomic.Bool
 }
 
 func (sc *serverConn) wakeIfIdle() {
@@ -236,8 +264,8 @@ func (sc *serverConn) serve() {
 			if now := time.Now(); now.After(deadline.Add(-s.IdleTimeout / 2)) {
 				deadline = now.Add(s.IdleTimeout)
 				sc.c.SetReadDeadline(deadline)
-				if s.closing.Load() {
-					return // Shutdown's wake-up may have come just before
+				if s.closing.Load() || s.noKeepAlive.Load() && sc.served.Load() {
+					return // a drain's wake-up may have come just before
 				}
 			}
 		}
@@ -254,7 +282,7 @@ func (sc *serverConn) serve() {
 			}
 			return
 		}
-		if s.closing.Load() {
+		if s.closing.Load() || s.noKeepAlive.Load() {
 			req.close = true // say so in this last answer
 		}
 		if req.path == "/verify" {
@@ -265,6 +293,9 @@ func (sc *serverConn) serve() {
 		}
 		if req.close {
 			return // the deferred flush sends the answer
+		}
+		if !sc.served.Load() {
+			sc.served.Store(true)
 		}
 		sc.busy.Store(false)
 	}

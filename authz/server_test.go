@@ -247,6 +247,54 @@ func TestServerShutdownDrains(t *testing.T) {
 	}
 }
 
+func TestServerKeepAlivesOff(t *testing.T) {
+	f := newFixture(t, nil)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	s := &Server{Verifier: f.v}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	defer func() {
+		s.Shutdown(context.Background())
+		<-done
+	}()
+	addr := ln.Addr().String()
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	idle.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(idle)
+	io.WriteString(idle, "GET /verify HTTP/1.1\r\n\r\n")
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.Close {
+		t.Fatalf("before: %v, %v; want a keep-alive answer", resp, err)
+	}
+	// A connection opened but not used yet must survive the switch.
+	fresh, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	fresh.SetDeadline(time.Now().Add(5 * time.Second))
+
+	s.SetKeepAlivesEnabled(false)
+	// The idle keep-alive connection is closed...
+	if b, err := br.ReadByte(); err == nil {
+		t.Fatalf("idle connection still open after keep-alives were turned off (read %q)", b)
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("idle connection not closed within 5s")
+	}
+	// ...new and fresh ones are still answered, once, with Connection: close.
+	resps, closed := exchange(t, addr, "GET /verify HTTP/1.1\r\n\r\nGET /verify HTTP/1.1\r\n\r\n", 2)
+	if len(resps) != 1 || !resps[0].Close || !closed {
+		t.Fatalf("new connection: %d answers, Connection: close %v, closed %v; want 1, true, true", len(resps), len(resps) == 1 && resps[0].Close, closed)
+	}
+	io.WriteString(fresh, "GET /healthz HTTP/1.1\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(fresh), nil); err != nil || !resp.Close {
+		t.Fatalf("connection opened before the switch: %v, %v; want an answer with Connection: close", resp, err)
+	}
+}
+
 // FuzzServer feeds arbitrary bytes to a connection: the server must answer
 // or close, never crash, and never allow: no input can carry a valid
 // signature for a stored session.

@@ -353,7 +353,8 @@ func (v *Verifier) UserHeader() string { return v.cfg.UserHeader }
 
 // ServeHTTP answers one auth subrequest. Every answer has an empty body so
 // Nginx can keep its connection to authz alive. Any method is accepted:
-// auth_request subrequests inherit the method of the request they guard.
+// Nginx's auth_request subrequests are GET, but Traefik's and Caddy's
+// forward the client's method, and a HEAD or POST must not fail there.
 func (v *Verifier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Index headers by their canonical keys: Get("X-Original-URI") would
 	// allocate the canonical form on every request.

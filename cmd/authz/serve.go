@@ -136,6 +136,7 @@ type serveFlags struct {
 	headers               []string
 	shutdownTimeout       time.Duration
 	maxRequestHeaderBytes int
+	shutdownDelay         time.Duration
 	tracking              bool
 	stdlibHTTP            bool
 	heartbeat             time.Duration
@@ -191,6 +192,7 @@ func newServe() *cobra.Command {
 	fs.StringVar(&f.logoutCfg.CookiePath, "cookie-path", "/", "the session cookie's Path attribute, to expire it on logout")
 	fs.BoolVar(&f.logoutCfg.Secure, "cookie-secure", false, "mark the expiring cookie Secure (when the site is served over HTTPS)")
 	fs.BoolVar(&f.stdlibHTTP, "stdlib-http", false, "serve --listen with Go's net/http instead of authz's lean HTTP/1.1 server for Nginx")
+	fs.DurationVar(&f.shutdownDelay, "shutdown-delay", 0, "after SIGTERM, keep serving this long with /readyz failing and keep-alive off before refusing connections (the time a balancer needs to notice)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for in-flight requests")
 	f.log.register(fs)
 	return cmd
@@ -298,8 +300,10 @@ func serve(ctx context.Context, f *serveFlags) error {
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
+	var d drain
 	mux := http.NewServeMux()
 	mux.Handle("/", v.Handler())
+	mux.Handle("/readyz", d.readyz(v.ReadyHandler()))
 	mux.Handle("/logout", v.LogoutHandler(pub, f.logoutCfg))
 	var front server = &authz.Server{Verifier: v, Fallback: mux, IdleTimeout: 5 * time.Minute, Log: log, MaxHeaderBytes: f.maxRequestHeaderBytes}
 	if f.stdlibHTTP {
@@ -324,16 +328,20 @@ func serve(ctx context.Context, f *serveFlags) error {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", authz.Healthz)
-		mux.Handle("/readyz", v.ReadyHandler())
+		mux.Handle("/readyz", d.readyz(v.ReadyHandler()))
 		servers = append(servers, newServer(mux, log))
 		listeners = append(listeners, mln)
 	}
 
+	// The subscription outlives the signal: cached sessions must keep
+	// hearing of logouts while the drain still answers from them.
+	subCtx, subStop := context.WithCancel(ctx)
+	defer subStop()
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	go f.reloadOnHUP(ctx, hup, v, tracked, log)
 	subDone := make(chan struct{})
-	go func() { sub.Run(ctx); close(subDone) }()
+	go func() { sub.Run(subCtx); close(subDone) }()
 	errc := make(chan error, len(servers))
 	for i, s := range servers {
 		go func() {
@@ -354,14 +362,11 @@ func serve(ctx context.Context, f *serveFlags) error {
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: draining in-flight requests", "timeout", f.shutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
-	defer cancel()
-	for _, s := range servers {
-		if err := s.Shutdown(sctx); err != nil {
-			return fmt.Errorf("shutdown: %w", err)
-		}
+	stop() // a second signal ends the process at once
+	if err := d.run(log, servers, f.shutdownDelay, f.shutdownTimeout); err != nil {
+		return err
 	}
+	subStop()
 	<-subDone
 	log.Info("stopped")
 	return nil
@@ -462,6 +467,7 @@ func (f *serveFlags) subscriber(v *authz.Verifier, cfg authz.Config, log *slog.L
 type server interface {
 	Serve(net.Listener) error
 	Shutdown(context.Context) error
+	SetKeepAlivesEnabled(bool)
 }
 
 // newServer bounds what a slow or idle client can hold. No ReadTimeout or

@@ -83,6 +83,10 @@ type Authz struct {
 	Addr string
 	// MetricsAddr answers /metrics, /healthz and /readyz.
 	MetricsAddr string
+
+	t    testing.TB
+	bin  string
+	args []string
 }
 
 // StartAuthz runs "authz serve" against the Redis at redisURL with
@@ -95,6 +99,8 @@ func StartAuthz(t testing.TB, redisURL string, extraArgs ...string) *Authz {
 	a := &Authz{
 		Addr:        net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t))),
 		MetricsAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t))),
+		t:           t,
+		bin:         bin,
 	}
 	args := append([]string{"serve",
 		"--listen", a.Addr,
@@ -102,7 +108,24 @@ func StartAuthz(t testing.TB, redisURL string, extraArgs ...string) *Authz {
 		"--redis-url", redisURL,
 		"--session-secret", SessionSecret,
 	}, extraArgs...)
-	a.Process = Start(t, bin, args...)
-	a.waitHTTP(t, "authz", "http://"+a.Addr+"/healthz", 10*time.Second, http.StatusOK)
+	a.args = args
+	a.start()
 	return a
+}
+
+func (a *Authz) start() {
+	a.t.Helper()
+	a.Process = Start(a.t, a.bin, a.args...)
+	a.waitHTTP(a.t, "authz", "http://"+a.Addr+"/healthz", 10*time.Second, http.StatusOK)
+}
+
+// Restart starts authz again, with the same flags on the same ports, once
+// its process has ended (after a Signal or Kill), and waits until it
+// answers /healthz: an instance coming back where Nginx expects it.
+func (a *Authz) Restart() {
+	a.t.Helper()
+	if !a.Exited() {
+		a.t.Fatal("testenv: Restart of an authz that is still running")
+	}
+	a.start()
 }

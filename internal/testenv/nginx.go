@@ -91,6 +91,14 @@ type Nginx struct {
 // Without LISTEN it listens on a free loopback port.
 func StartNginx(t testing.TB, vars map[string]string) *Nginx {
 	t.Helper()
+	return StartNginxAuthz(t, vars)
+}
+
+// StartNginxAuthz is StartNginx with more authz instances than the one at
+// AUTHZ_ADDR: each of moreAuthz gets a "server" line in
+// authz/upstream/more.conf, where the template tells users to put theirs.
+func StartNginxAuthz(t testing.TB, vars map[string]string, moreAuthz ...string) *Nginx {
+	t.Helper()
 	root := RepoRoot(t)
 	dir := t.TempDir()
 
@@ -121,6 +129,13 @@ func StartNginx(t testing.TB, vars map[string]string) *Nginx {
 			t.Fatal(err)
 		}
 		writeFile(t, filepath.Join(dir, "authz", filepath.Base(src)), string(b))
+	}
+	if len(moreAuthz) > 0 {
+		var servers strings.Builder
+		for _, addr := range moreAuthz {
+			fmt.Fprintf(&servers, "server %s;\n", addr)
+		}
+		writeFile(t, filepath.Join(dir, "authz", "upstream", "more.conf"), servers.String())
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o755); err != nil {
 		t.Fatal(err)
