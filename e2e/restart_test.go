@@ -232,3 +232,30 @@ func upstreamErrors(n *testenv.Nginx) int {
 	}
 	return c
 }
+
+// TestNginxReloadUnderLoad reloads Nginx (SIGHUP, as `nginx -s reload`)
+// while clients keep sending requests: old workers finish their requests
+// over their keep-alive connections to authz, new ones open their own, and
+// no request fails.
+func TestNginxReloadUnderLoad(t *testing.T) {
+	t.Parallel()
+	s := newSite(t)
+	sess := s.signIn(alice)
+	l := startRestartLoad(t, s.nginx, sess.cookie, 8)
+	defer l.stop()
+	l.waitFor(t, 500, "load before the reload")
+	for i := range 3 {
+		if err := s.nginx.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		testenv.WaitFor(t, 5*time.Second, "nginx to reload", func() bool {
+			return strings.Count(s.nginx.ErrorLog(), "reconfiguring") > i
+		})
+		l.waitFor(t, l.ok.Load()+300, "load after a reload")
+	}
+	l.stop()
+	t.Logf("%d requests over 3 reloads: %d ok, %d failed", l.total.Load(), l.ok.Load(), l.failed.Load())
+	if f := l.failed.Load(); f > 0 {
+		t.Errorf("%d requests failed across Nginx reloads, want 0; first: %s", f, l.firstFailure())
+	}
+}
