@@ -285,6 +285,10 @@ map "" \$authz_user  { default ""; }
 map "" \$authz_email { default ""; }
 map "" \$authz_roles { default ""; }
 map "" \$authz_name  { default ""; }
+map \$http_authorization \$authz_upstream_authorization {
+    "~*^bearer[ \t]+azt_" "";
+    default \$http_authorization;
+}
 upstream app {
     server $H:$P_APP;
     keepalive 128;
