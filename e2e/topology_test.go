@@ -464,3 +464,28 @@ func (s *site) verifyDirect(a *testenv.Authz, cookie string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+// TestClusterSlotMove moves a session's slot to another master (a
+// reshard) while authz keeps verifying it with its cache off: go-redis
+// follows the ASK and MOVED redirects, so the answer never changes, and a
+// logout afterwards still ends the session on every instance.
+func TestClusterSlotMove(t *testing.T) {
+	t.Parallel()
+	c := testenv.StartCluster(t)
+	d := newDeployment(t, c.URL(), c.Client(), 2, "--cache-ttl", "1ms", "--negative-cache-ttl", "0")
+	x := d.site.signIn(bob)
+	key := "sess:" + x.sid
+	to := c.Nodes[0]
+	if c.NodeOf(key) == to {
+		to = c.Nodes[1]
+	}
+	d.everywhere(x.cookie, 200, "before the move")
+	c.MoveSlot(key, to, func(step string) {
+		d.everywhere(x.cookie, 200, "while the slot is "+step)
+	})
+	d.everywhere(x.cookie, 200, "after the move")
+	if out, err := d.cli("logout", "--session", x.sid); err != nil {
+		t.Fatalf("authz logout after the move: %v\n%s", err, out)
+	}
+	d.deniedEverywhere(x, "the session logged out after its slot moved")
+}

@@ -127,3 +127,49 @@ func clusterInfo(addr string) string {
 	s, _ := c.ClusterInfo(ctx).Result()
 	return s
 }
+
+// MoveSlot moves the slot of key, and the keys in it, to node to, the way
+// redis-cli --cluster reshard does: IMPORTING on the target, MIGRATING on
+// the source, MIGRATE the keys, then every node is told the new owner.
+// between runs after the first two steps, so a test can check clients
+// meanwhile (they get ASK, then MOVED, redirects).
+func (c *Cluster) MoveSlot(key string, to *Redis, between func(step string)) {
+	c.t.Helper()
+	from := c.NodeOf(key)
+	if from == to {
+		c.t.Fatalf("MoveSlot: %s is already on %s", key, to.Addr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	do := func(n *Redis, args ...any) *redis.Cmd {
+		rc := redis.NewClient(&redis.Options{Addr: n.Addr})
+		defer rc.Close()
+		cmd := rc.Do(ctx, args...)
+		if err := cmd.Err(); err != nil {
+			c.t.Fatalf("%s on %s: %v", fmt.Sprint(args...), n.Addr, err)
+		}
+		return cmd
+	}
+	id := func(n *Redis) string { s, _ := do(n, "CLUSTER", "MYID").Text(); return s }
+	slot, _ := do(from, "CLUSTER", "KEYSLOT", key).Int64()
+	fromID, toID := id(from), id(to)
+	do(to, "CLUSTER", "SETSLOT", slot, "IMPORTING", fromID)
+	do(from, "CLUSTER", "SETSLOT", slot, "MIGRATING", toID)
+	between("migrating")
+	keys, _ := do(from, "CLUSTER", "GETKEYSINSLOT", slot, 1000).StringSlice()
+	if len(keys) > 0 {
+		host, port, _ := net.SplitHostPort(to.Addr)
+		args := []any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		do(from, args...)
+	}
+	between("keys moved")
+	for _, n := range c.Nodes {
+		do(n, "CLUSTER", "SETSLOT", slot, "NODE", toID)
+	}
+	if got := c.NodeOf(key); got != to {
+		c.t.Fatalf("MoveSlot: %s still on %s", key, got.Addr)
+	}
+}
