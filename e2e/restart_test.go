@@ -239,7 +239,11 @@ func upstreamErrors(n *testenv.Nginx) int {
 // no request fails.
 func TestNginxReloadUnderLoad(t *testing.T) {
 	t.Parallel()
-	s := newSite(t)
+	r := testenv.StartRedis(t)
+	a := testenv.StartAuthz(t, r.URL())
+	app := testenv.StartEcho(t)
+	n := testenv.StartNginxReloadable(t, map[string]string{"AUTHZ_ADDR": a.Addr, "APP_ADDR": app.Addr, "LOGIN_ADDR": app.Addr})
+	s := &site{t: t, redis: r, rdb: r.Client(), authz: a, nginx: n, client: newClient()}
 	sess := s.signIn(alice)
 	l := startRestartLoad(t, s.nginx, sess.cookie, 8)
 	defer l.stop()

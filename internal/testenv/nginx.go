@@ -50,12 +50,12 @@ func Render(tmpl string, vars map[string]string) (string, error) {
 }
 
 // mainConf is the smallest main nginx.conf that runs the shipped config as
-// any user: no master process (so no switch to the "nobody" user when run
-// as root), and every file Nginx writes under dir instead of the packaged
-// /var paths. The shipped config goes in http {} as in a packaged nginx.
+// any user: by default no master process (so no switch to the "nobody" user
+// when run as root), and every file Nginx writes under dir instead of the
+// packaged /var paths. The shipped config goes in http {} as in a packaged nginx.
 const mainConf = `# Written by testenv: runs nginx/authz.conf.template as shipped.
 daemon off;
-master_process off;
+{{master}}
 worker_processes 1;
 pid "{{dir}}/nginx.pid";
 error_log "{{dir}}/error.log" notice;
@@ -99,6 +99,19 @@ func StartNginx(t testing.TB, vars map[string]string) *Nginx {
 // authz/upstream/more.conf, where the template tells users to put theirs.
 func StartNginxAuthz(t testing.TB, vars map[string]string, moreAuthz ...string) *Nginx {
 	t.Helper()
+	return startNginx(t, vars, false, moreAuthz)
+}
+
+// StartNginxReloadable is StartNginx with a master process, as Nginx runs
+// in production: SIGHUP then reloads it (new workers, old ones finish
+// their requests), which a single process cannot do.
+func StartNginxReloadable(t testing.TB, vars map[string]string) *Nginx {
+	t.Helper()
+	return startNginx(t, vars, true, nil)
+}
+
+func startNginx(t testing.TB, vars map[string]string, master bool, moreAuthz []string) *Nginx {
+	t.Helper()
 	root := RepoRoot(t)
 	dir := t.TempDir()
 
@@ -118,7 +131,16 @@ func StartNginxAuthz(t testing.TB, vars map[string]string, moreAuthz ...string) 
 		t.Fatalf("render nginx/authz.conf.template: %v", err)
 	}
 	writeFile(t, filepath.Join(dir, "authz.conf"), conf)
-	writeFile(t, filepath.Join(dir, "nginx.conf"), strings.ReplaceAll(mainConf, "{{dir}}", dir))
+	processes := "master_process off;"
+	if master {
+		processes = "master_process on;"
+		if os.Geteuid() == 0 {
+			// Workers would switch to "nobody", who cannot use dir.
+			processes += "\nuser root;"
+		}
+	}
+	main := strings.NewReplacer("{{dir}}", dir, "{{master}}", processes).Replace(mainConf)
+	writeFile(t, filepath.Join(dir, "nginx.conf"), main)
 	snippets, err := filepath.Glob(filepath.Join(root, "nginx", "authz", "*.conf"))
 	if err != nil || len(snippets) == 0 {
 		t.Fatalf("no nginx/authz/*.conf snippets (err %v)", err)
