@@ -489,3 +489,59 @@ func TestClusterSlotMove(t *testing.T) {
 	}
 	d.deniedEverywhere(x, "the session logged out after its slot moved")
 }
+
+// TestSentinelsDownMasterUp stops every sentinel while the master stays
+// healthy: nothing about the master changed, so the logout subscription
+// stays where it is and the cache stays on (restarting the subscription
+// would need a sentinel to find the master again, and leave every request
+// reading Redis until the sentinels came back).
+func TestSentinelsDownMasterUp(t *testing.T) {
+	t.Parallel()
+	s := testenv.StartSentinel(t)
+	d := newDeployment(t, s.URL(), s.Client(), 1, "--cache-ttl", "1h")
+	a := d.instances[0]
+	x := d.site.signIn(bob)
+	d.everywhere(x.cookie, 200, "before the sentinels stop")
+	s.StopSentinels()
+	testenv.WaitFor(t, 10*time.Second, "authz to notice the sentinels are gone", func() bool {
+		return strings.Count(a.Output(), "lost the sentinel watched") >= 3
+	})
+	if metric(t, a, "authz_logout_subscribed") != 1 {
+		t.Fatalf("the logout subscription dropped with the sentinels, though the master is up:\n%s", a.Output())
+	}
+	hits := metric(t, a, "authz_cache_hits_total")
+	d.everywhere(x.cookie, 200, "with the sentinels down")
+	if metric(t, a, "authz_cache_hits_total") <= hits {
+		t.Error("the cache is off with the sentinels down")
+	}
+	// A logout still reaches the instance: the subscription is live. (The
+	// CLI talks to the master directly: it has no sentinel to ask.)
+	out, err := exec.Command(testenv.BuildAuthz(t), "logout", "--session", x.sid,
+		"--redis-url", s.Nodes[0].URL(), "--session-secret", testenv.SessionSecret).CombinedOutput()
+	if err != nil {
+		t.Fatalf("authz logout with the sentinels down: %v\n%s", err, out)
+	}
+	d.deniedEverywhere(x, "a session logged out while the sentinels are down")
+}
+
+// TestFrozenRedisDoesNotHangShutdown freezes Redis (SIGSTOP: connections
+// are accepted by the kernel, nothing answers) and then stops authz: the
+// logout subscription's reconnection must not hold up the exit.
+func TestFrozenRedisDoesNotHangShutdown(t *testing.T) {
+	t.Parallel()
+	r := testenv.StartRedis(t)
+	a := testenv.StartAuthz(t, r.URL(), "--shutdown-timeout", "2s")
+	testenv.WaitFor(t, 5*time.Second, "the logout subscription", func() bool { return metric(t, a, "authz_logout_subscribed") == 1 })
+	r.Signal(syscall.SIGSTOP)
+	defer r.Signal(syscall.SIGCONT)
+	// Lost, then a reconnection that gave up on the frozen Redis instead of
+	// waiting for it forever; the next one is likely under way when the
+	// signal comes.
+	testenv.WaitFor(t, 10*time.Second, "authz to give up a reconnection to the frozen Redis", func() bool {
+		return strings.Count(a.Output(), "logout subscription lost") >= 2
+	})
+	if err := a.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "authz to exit with Redis frozen", a.Exited)
+}

@@ -65,6 +65,9 @@ type Subscriber struct {
 
 	mu sync.Mutex
 	ps *redis.PubSub // the current subscription, for restart
+	// master is the Sentinel master's address as last learned (from a
+	// sentinel or a +switch-master), "" before that.
+	master string
 }
 
 type subMetrics struct {
@@ -244,11 +247,15 @@ func (s *Subscriber) subscribe(ctx context.Context) (live bool, err error) {
 
 // restart ends the current subscription, if any; Run then subscribes
 // again, through a new connection.
+//
+// Close runs outside s.mu: it waits for the subscription's own lock, which a
+// subscription still connecting holds until its dial or handshake ends.
 func (s *Subscriber) restart() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ps != nil {
-		s.ps.Close()
+	ps := s.ps
+	s.mu.Unlock()
+	if ps != nil {
+		ps.Close()
 	}
 }
 

@@ -305,10 +305,8 @@ func (f *redisFlags) isCluster() bool {
 }
 
 // subscriberClient returns the client the logout subscriber listens on:
-// RESP2, so tracking invalidations arrive as pub/sub messages, with no read
-// timeout (a subscription waits for messages far longer than a command
-// does). onConnect, when not nil, arms CLIENT TRACKING on each of its
-// connections. On Sentinel it also returns the options the subscriber
+// RESP2, so tracking invalidations arrive as pub/sub messages. onConnect,
+// when not nil, arms CLIENT TRACKING on each of its connections. On Sentinel it also returns the options the subscriber
 // watches the sentinels with (logout.SubscriberConfig.Sentinel): go-redis
 // does not move a subscription to a new master by itself.
 //
@@ -325,8 +323,12 @@ func (f *redisFlags) subscriberClient(onConnect func(context.Context, *redis.Con
 	if err != nil {
 		return nil, nil, err
 	}
+	// A finite read timeout: it bounds the handshake (HELLO, AUTH, the
+	// tracking hook) and SUBSCRIBE on a Redis that accepts connections
+	// but answers nothing, which would otherwise hang the subscriber, and
+	// shutdown with it. Receiving sets its own (ReceiveTimeout).
 	t.tune(tuning{
-		dial: f.dialTimeout, read: -1, write: f.timeout,
+		dial: f.dialTimeout, read: max(f.timeout, f.dialTimeout), write: f.timeout,
 		maxRetries: 1, poolSize: 2, protocol: 2, onConnect: onConnect,
 	})
 	return t.newClient(), t.failover, nil

@@ -367,7 +367,11 @@ func serve(ctx context.Context, f *serveFlags) error {
 		return err
 	}
 	subStop()
-	<-subDone
+	select {
+	case <-subDone:
+	case <-time.After(f.shutdownTimeout):
+		log.Warn("the logout subscription did not end within --shutdown-timeout; exiting anyway")
+	}
 	log.Info("stopped")
 	return nil
 }

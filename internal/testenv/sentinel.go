@@ -188,3 +188,10 @@ func info(addr, section string) string {
 	s, _ := c.Info(ctx, section).Result()
 	return s
 }
+
+// StopSentinels stops the three sentinels, leaving master and replica up.
+func (s *Sentinel) StopSentinels() {
+	for _, p := range s.sentinels {
+		p.Stop()
+	}
+}
