@@ -22,8 +22,9 @@ import (
 func TestRestartUnderLoad(t *testing.T) {
 	t.Parallel()
 	r := testenv.StartRedis(t)
-	// A short --shutdown-delay, to see /readyz fail while it still serves.
-	args := []string{"--shutdown-delay", "300ms"}
+	// A --shutdown-delay long enough to see /readyz fail while it still
+	// serves, even on a loaded machine.
+	args := []string{"--shutdown-delay", "2s"}
 	a1 := testenv.StartAuthz(t, r.URL(), args...)
 	a2 := testenv.StartAuthz(t, r.URL(), args...)
 	app := testenv.StartEcho(t)

@@ -146,10 +146,12 @@ func parseRedisURL(raw string) (*redisTarget, error) {
 		t.cluster, err = redis.ParseClusterURL(hostListToAddrs(u))
 	}
 	if err != nil {
-		// The URL may hold a password: name the problem, not the URL.
+		// The URL may hold a password, and the parser's messages quote
+		// parts of it (a password with a "/" reads as a port): say what
+		// is wrong in general terms only.
 		var ue *url.Error
 		if errors.As(err, &ue) {
-			err = ue.Err
+			return nil, errors.New("--redis-url is malformed: it does not parse as a URL (percent-encode any of / ? # @ : % in the password)")
 		}
 		return nil, fmt.Errorf("--redis-url is malformed: %v", err)
 	}

@@ -82,6 +82,8 @@ func TestRedisTopologyRefused(t *testing.T) {
 		"--redis-url redis+cluster://n1:1 --redis-sentinel-master m":                     "cluster",
 		"--redis-url redis://h/2 --redis-cluster-addrs n:1":                              "database",
 		"--redis-url redis://:hunter2@h:6379/x":                                          "malformed",
+		"--redis-url redis://:hunter2/x@h:6379/0":                                        "percent-encode",
+		"--redis-url redis://:hunter2%zz@h:6379/0":                                       "percent-encode",
 	} {
 		var f redisFlags
 		fs := newFlagSet()
