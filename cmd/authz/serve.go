@@ -258,6 +258,9 @@ func serve(ctx context.Context, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
+	// go-redis reports reconnections and Sentinel's master changes through
+	// its own logger, to stderr in its own format: into the log instead.
+	redis.SetLogger(goRedisLog{log})
 	if cfg.StaleIfError > 0 && (!f.tracking || f.redis.isCluster()) {
 		return errors.New("--stale-if-error needs --tracking, on a single Redis or Sentinel: only tracking reports a session an app deletes without a logout event")
 	}
@@ -486,4 +489,11 @@ func newServer(h http.Handler, log *slog.Logger) *http.Server {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+}
+
+// goRedisLog writes go-redis's messages to the log.
+type goRedisLog struct{ log *slog.Logger }
+
+func (l goRedisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.Info(strings.TrimPrefix(fmt.Sprintf(format, v...), "redis: "), "component", "go-redis")
 }
