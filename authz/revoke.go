@@ -105,9 +105,9 @@ type revocation struct {
 	maxAge time.Duration
 }
 
-// revoke marks, then deletes: two round trips, so that no session is
-// deleted before its marker is written. One pipeline would not order them
-// on a cluster, where go-redis splits it by node and sends the parts
+// revoke marks, then deletes, so that no session is deleted before its
+// marker is written. On a cluster that takes two round trips: one pipeline
+// would not order them, as go-redis splits it by node and sends the parts
 // concurrently (and MULTI cannot span the two keys' slots); a DEL that
 // landed without its marker would let an app's late save revive the
 // session.
@@ -125,10 +125,15 @@ func (v *Verifier) revoke(ctx context.Context, t *tenant, rs []revocation) (bool
 		}
 		pipe.Set(ctx, t.store.revokedKey(r.sid), "1", ttl)
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return false, fmt.Errorf("revoke %d sessions: write markers: %w", len(rs), err)
+	// On one connection (a single node, Sentinel's master) a pipeline runs
+	// in order: one round trip. Only a cluster needs the markers confirmed
+	// before the DELs are sent.
+	if _, cluster := v.rdb.(*redis.ClusterClient); cluster {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return false, fmt.Errorf("revoke %d sessions: write markers: %w", len(rs), err)
+		}
+		pipe = v.rdb.Pipeline()
 	}
-	pipe = v.rdb.Pipeline()
 	dels := make([]*redis.IntCmd, len(rs))
 	for i, r := range rs {
 		dels[i] = pipe.Del(ctx, t.store.prefix+r.sid)
