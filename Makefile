@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/authz
 PKGS    := ./...
 
-.PHONY: all build test unit bench bench-go bench-load bench-logout bench-fanout soak lint demo deps clean fuzz docs
+.PHONY: all build test test-race-e2e unit bench bench-go bench-load bench-logout bench-fanout soak lint demo deps clean fuzz docs
 
 all: build
 
@@ -17,6 +17,10 @@ deps:
 # nginx + authz + redis). Fuzz targets run their seed corpus.
 test: lint build
 	$(GO) test -race -count=1 -timeout 8m $(PKGS)
+
+# The end-to-end stories with the authz binary built with -race too (slower).
+test-race-e2e:
+	AUTHZ_BUILD_FLAGS=-race GORACE=halt_on_error=1 $(GO) test -race -count=1 -timeout 10m ./e2e/
 
 unit:
 	$(GO) test -count=1 ./authz/ ./logout/

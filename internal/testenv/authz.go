@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -53,7 +54,10 @@ func BuildAuthz(t testing.TB) string {
 	root := RepoRoot(t)
 	build.once.Do(func() {
 		bin := filepath.Join(build.dir, "authz")
-		cmd := exec.Command("go", "build", "-o", bin, "./cmd/authz")
+		// AUTHZ_BUILD_FLAGS=-race builds the binary the e2e stories run
+		// with the race detector (slower; not the default).
+		args := append([]string{"build", "-o", bin}, strings.Fields(os.Getenv("AUTHZ_BUILD_FLAGS"))...)
+		cmd := exec.Command("go", append(args, "./cmd/authz")...)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			build.err = &buildError{err: err, out: out}
