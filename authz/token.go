@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -131,22 +130,9 @@ func (v *Verifier) decideBearer(ctx context.Context, t *tenant, auth string, rul
 	}
 	var key [tokenKeyLen]byte
 	tokenKey(&key, tok)
-	var e *entry
-	if !v.bypass.Load() {
-		if e = v.cache.get(key[:], now.UnixNano()); e != nil && e.tenant != t {
-			e = nil
-		}
-	}
-	if e != nil {
-		v.metrics.cacheHits.Inc()
-	} else {
-		v.metrics.cacheMisses.Inc()
-		var err error
-		if e, err = v.loadToken(ctx, t, key[:]); err != nil {
-			if e = v.stale(t, t.tokenPrefix, key[:], now.UnixNano()); e == nil {
-				return ReasonStoreUnavailable, nil
-			}
-		}
+	e := v.lookup(ctx, t, key[:], tokenKind, now.UnixNano())
+	if e == nil {
+		return ReasonStoreUnavailable, nil
 	}
 	if e.sess == nil {
 		return e.reason, nil
@@ -159,73 +145,18 @@ func (v *Verifier) decideBearer(ctx context.Context, t *tenant, auth string, rul
 	return ReasonOK, e.sess
 }
 
-// loadToken is load for a token: one Redis read shared by concurrent
-// misses, keyed by the invalidation generation so a request after a
-// revocation never joins a read from before it.
-func (v *Verifier) loadToken(ctx context.Context, t *tenant, key []byte) (*entry, error) {
-	gen := v.cache.gen(key)
-	flight := strconv.FormatUint(gen, 36) + ":" + t.id + ":" + string(key)
-	res, err, _ := v.flight.Do(flight, func() (any, error) {
-		return v.fetchToken(context.WithoutCancel(ctx), t, flight[len(flight)-len(key):], gen)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return res.(*entry), nil
-}
-
-func (v *Verifier) fetchToken(ctx context.Context, t *tenant, key string, gen uint64) (*entry, error) {
-	if v.breaker.open(v.cfg.Now().UnixNano()) {
-		return nil, errBreakerOpen
-	}
-	if !v.acquireLoad() {
-		return nil, errOverloaded
-	}
-	defer v.pending.Add(-1)
-	hash := key[1:]
-	data, ttl, err := v.readToken(ctx, t, hash)
-	now := v.cfg.Now().UnixNano()
-	if err != nil && !errors.Is(err, errNotFound) && !errors.Is(err, errTooLarge) {
-		v.breaker.failure(now)
-	} else {
-		v.breaker.success()
-	}
-	negative := func(r Reason) (*entry, error) {
-		e := &entry{tenant: t, reason: r, until: now + int64(v.cfg.NegativeCacheTTL)}
-		if v.cfg.NegativeCacheTTL > 0 {
-			v.put(key, e, gen, now)
-		}
-		return e, nil
-	}
-	switch {
-	case errors.Is(err, errNotFound):
-		return negative(ReasonTokenNotFound)
-	case errors.Is(err, errTooLarge):
-		v.log.Warn("token document over the size cap", "err", err)
-		return negative(ReasonInvalidToken)
-	case err != nil:
-		v.metrics.redisErrors.WithLabelValues("load").Inc()
-		v.log.Warn("token store unavailable", "err", err)
-		return nil, err
-	}
-	s, err := t.decoder.decode(data)
-	if err == nil && s.User == "" {
-		err = errNoTokenUser
-	}
-	if err != nil {
-		v.log.Warn("unreadable token document", "token", hash[:8], "err", err)
-		return negative(ReasonInvalidToken)
-	}
-	s.userValue = []string{s.User}
-	e := &entry{tenant: t, sess: s, until: now + int64(v.cfg.CacheTTL)}
-	if ttl > 0 {
-		kd := now + int64(ttl)
-		e.keyDeadline.Store(kd)
-		e.keyExpires.Store(kd)
-		e.until = min(e.until, kd)
-	}
-	v.put(key, e, gen, now)
-	return e, nil
+// tokenKind reads API tokens for lookup: the key is "~" and the token's
+// hash; a document that names nobody, or is too large, is invalid_token.
+var tokenKind = &entryKind{
+	label: "token", doc: "token document",
+	read: func(v *Verifier, ctx context.Context, t *tenant, key string) ([]byte, time.Duration, error) {
+		return v.readToken(ctx, t, key[1:])
+	},
+	prefix:   func(t *tenant) string { return t.tokenPrefix },
+	logID:    func(key string) string { return key[1:9] },
+	notFound: ReasonTokenNotFound, tooLarge: ReasonInvalidToken,
+	invalid: ReasonInvalidToken, anonymous: ReasonInvalidToken,
+	noUser: errNoTokenUser,
 }
 
 // readToken returns the document stored for a token hash and the key's

@@ -475,23 +475,9 @@ func (v *Verifier) decide(ctx context.Context, t *tenant, rules *Rules, q *Query
 		return reason, nil
 	}
 	nowNano := now.UnixNano()
-	var e *entry
-	if !v.bypass.Load() {
-		// The same id under another tenant is another session.
-		if e = v.cache.get(sid, nowNano); e != nil && e.tenant != t {
-			e = nil
-		}
-	}
-	if e != nil {
-		v.metrics.cacheHits.Inc()
-	} else {
-		v.metrics.cacheMisses.Inc()
-		var err error
-		if e, err = v.load(ctx, t, sid); err != nil {
-			if e = v.stale(t, t.store.prefix, sid, nowNano); e == nil {
-				return ReasonStoreUnavailable, nil
-			}
-		}
+	e := v.lookup(ctx, t, sid, sessionKind, nowNano)
+	if e == nil {
+		return ReasonStoreUnavailable, nil
 	}
 	if e.sess == nil {
 		return e.reason, nil
@@ -509,16 +495,73 @@ func (v *Verifier) decide(ctx context.Context, t *tenant, rules *Rules, q *Query
 	return ReasonOK, s
 }
 
-// load fetches sid from Redis, sharing one call among concurrent misses.
+// entryKind is what differs between the two things the cache holds,
+// sessions and API tokens. Looking them up, sharing a Redis read, the
+// circuit, the caps, negative entries and stale allows are the same.
+type entryKind struct {
+	// label names the kind and its ids in log lines; doc names a stored
+	// value of the kind.
+	label, doc string
+	// read fetches the stored JSON for key and its Redis key's TTL.
+	read func(v *Verifier, ctx context.Context, t *tenant, key string) ([]byte, time.Duration, error)
+	// prefix is the tenant's Redis prefix of the kind, for stale allows.
+	prefix func(t *tenant) string
+	// logID names key in a log line without revealing it.
+	logID func(key string) string
+	// Reasons for what a read can find besides an identity.
+	notFound, tooLarge, invalid, anonymous Reason
+	// noUser, when set, makes a value naming nobody an error worth a log
+	// line (a token must name someone; a session may be anonymous).
+	noUser error
+	// expires: with EnforceExpires, cookie.expires bounds the entry.
+	expires bool
+}
+
+var sessionKind = &entryKind{
+	label: "session", doc: "session",
+	read: func(_ *Verifier, ctx context.Context, t *tenant, sid string) ([]byte, time.Duration, error) {
+		return t.store.load(ctx, sid)
+	},
+	prefix:   func(t *tenant) string { return t.store.prefix },
+	logID:    shortHash,
+	notFound: ReasonNotFound, tooLarge: ReasonSessionTooLarge,
+	invalid: ReasonInvalidSession, anonymous: ReasonAnonymous,
+	expires: true,
+}
+
+// lookup returns the entry for key (a session id, or a token's cache key)
+// in tenant t: from the cache, else from Redis, else, when Redis fails, a
+// stale one if StaleIfError allows it. nil means the store is unavailable.
+func (v *Verifier) lookup(ctx context.Context, t *tenant, key []byte, k *entryKind, now int64) *entry {
+	var e *entry
+	if !v.bypass.Load() {
+		// The same id under another tenant is another session.
+		if e = v.cache.get(key, now); e != nil && e.tenant != t {
+			e = nil
+		}
+	}
+	if e != nil {
+		v.metrics.cacheHits.Inc()
+		return e
+	}
+	v.metrics.cacheMisses.Inc()
+	e, err := v.load(ctx, t, key, k)
+	if err != nil {
+		return v.stale(t, k.prefix(t), key, now)
+	}
+	return e
+}
+
+// load fetches key from Redis, sharing one call among concurrent misses.
 // The flight key carries the invalidation generation: a request that
 // arrives after a logout never joins a read that started before it.
 // The tenant's id is in it too: the same session id under two tenants is
 // two sessions.
-func (v *Verifier) load(ctx context.Context, t *tenant, sid []byte) (*entry, error) {
-	gen := v.cache.gen(sid)
-	key := strconv.FormatUint(gen, 36) + ":" + t.id + ":" + string(sid)
-	res, err, _ := v.flight.Do(key, func() (any, error) {
-		return v.fetch(context.WithoutCancel(ctx), t, key[len(key)-len(sid):], gen)
+func (v *Verifier) load(ctx context.Context, t *tenant, key []byte, k *entryKind) (*entry, error) {
+	gen := v.cache.gen(key)
+	flight := strconv.FormatUint(gen, 36) + ":" + t.id + ":" + string(key)
+	res, err, _ := v.flight.Do(flight, func() (any, error) {
+		return v.fetch(context.WithoutCancel(ctx), t, flight[len(flight)-len(key):], k, gen)
 	})
 	if err != nil {
 		return nil, err
@@ -526,7 +569,7 @@ func (v *Verifier) load(ctx context.Context, t *tenant, sid []byte) (*entry, err
 	return res.(*entry), nil
 }
 
-func (v *Verifier) fetch(ctx context.Context, t *tenant, sid string, gen uint64) (*entry, error) {
+func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKind, gen uint64) (*entry, error) {
 	if v.breaker.open(v.cfg.Now().UnixNano()) {
 		return nil, errBreakerOpen
 	}
@@ -534,7 +577,7 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, sid string, gen uint64)
 		return nil, errOverloaded
 	}
 	defer v.pending.Add(-1)
-	data, ttl, err := t.store.load(ctx, sid)
+	data, ttl, err := k.read(v, ctx, t, key)
 	now := v.cfg.Now().UnixNano()
 	if err != nil && !errors.Is(err, errNotFound) && !errors.Is(err, errRevoked) && !errors.Is(err, errTooLarge) {
 		v.breaker.failure(now)
@@ -544,30 +587,33 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, sid string, gen uint64)
 	negative := func(r Reason) (*entry, error) {
 		e := &entry{tenant: t, reason: r, until: now + int64(v.cfg.NegativeCacheTTL)}
 		if v.cfg.NegativeCacheTTL > 0 {
-			v.put(sid, e, gen, now)
+			v.put(key, e, gen, now)
 		}
 		return e, nil
 	}
 	switch {
 	case errors.Is(err, errNotFound):
-		return negative(ReasonNotFound)
+		return negative(k.notFound)
 	case errors.Is(err, errRevoked):
 		return negative(ReasonRevoked)
 	case errors.Is(err, errTooLarge):
-		v.log.Warn("session over the size cap", "err", err)
-		return negative(ReasonSessionTooLarge)
+		v.log.Warn(k.doc+" over the size cap", "err", err)
+		return negative(k.tooLarge)
 	case err != nil:
 		v.metrics.redisErrors.WithLabelValues("load").Inc()
-		v.log.Warn("session store unavailable", "err", err)
+		v.log.Warn(k.label+" store unavailable", "err", err)
 		return nil, err
 	}
 	s, err := t.decoder.decode(data)
+	if err == nil && s.User == "" && k.noUser != nil {
+		err = k.noUser
+	}
 	if err != nil {
-		v.log.Warn("unreadable session", "tenant", t.name, "session", shortHash(sid), "err", err)
-		return negative(ReasonInvalidSession)
+		v.log.Warn("unreadable "+k.doc, "tenant", t.name, k.label, k.logID(key), "err", err)
+		return negative(k.invalid)
 	}
 	if s.User == "" {
-		return negative(ReasonAnonymous)
+		return negative(k.anonymous)
 	}
 	s.userValue = []string{s.User}
 	e := &entry{tenant: t, sess: s, until: now + int64(v.cfg.CacheTTL)}
@@ -577,10 +623,10 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, sid string, gen uint64)
 		e.keyExpires.Store(kd)
 		e.until = min(e.until, kd)
 	}
-	if v.cfg.EnforceExpires && !s.Expires.IsZero() {
+	if k.expires && v.cfg.EnforceExpires && !s.Expires.IsZero() {
 		e.until = min(e.until, s.Expires.UnixNano())
 	}
-	v.put(sid, e, gen, now)
+	v.put(key, e, gen, now)
 	return e, nil
 }
 
