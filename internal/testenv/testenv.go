@@ -249,6 +249,11 @@ type Redis struct {
 	t    testing.TB
 	proc *Process
 	args []string // more redis-server arguments, kept across restarts
+	// dir is the server's working directory. A replica writes the RDB of
+	// its full sync there, and any server loads a dump.rdb it finds there
+	// at start: in the package directory, one test's data would turn up
+	// in another's Redis.
+	dir string
 }
 
 // StartRedis starts a redis-server with no persistence on a free port.
@@ -258,7 +263,7 @@ func StartRedis(t testing.TB) *Redis { return StartRedisArgs(t) }
 // "--replicaof" or "--cluster-enabled", "yes".
 func StartRedisArgs(t testing.TB, args ...string) *Redis {
 	t.Helper()
-	r := &Redis{port: FreePort(t), t: t, args: args}
+	r := &Redis{port: FreePort(t), t: t, args: args, dir: t.TempDir()}
 	r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
 	r.Start()
 	return r
@@ -268,7 +273,7 @@ func StartRedisArgs(t testing.TB, args ...string) *Redis {
 func (r *Redis) Start() {
 	r.t.Helper()
 	args := append([]string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--protected-mode", "no"}, r.args...)
+		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", r.dir}, r.args...)
 	r.proc = Start(r.t, "redis-server", args...)
 	c := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1})
 	defer c.Close()
