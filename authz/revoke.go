@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -165,12 +165,10 @@ func (v *Verifier) revoke(ctx context.Context, t *tenant, rs []revocation) (bool
 const scanBatch = 1000
 
 // RevokeUser ends every session of user that exists now, whoever created
-// it: it walks the session keyspace with SCAN (never KEYS, so Redis stays
-// responsive), reads each batch in one round trip, and revokes the user's
-// sessions. Its cost is one pass over all sessions; it runs in the CLI or
-// the logout endpoint, never on the verify path. On a cluster it walks every
-// master. Only the tenant's key prefix is walked: the same user id in
-// another tenant is another user.
+// it: it walks the session keyspace (walk) and revokes the user's sessions
+// batch by batch. Its cost is one pass over all sessions; it runs in the
+// CLI or the logout endpoint, never on the verify path. Only the tenant's
+// key prefix is walked: the same user id in another tenant is another user.
 func (v *Verifier) RevokeUser(ctx context.Context, tenant, user string) (int, error) {
 	if user == "" {
 		return 0, errors.New("revoke user: empty user id")
@@ -179,69 +177,90 @@ func (v *Verifier) RevokeUser(ctx context.Context, tenant, user string) (int, er
 	if err != nil {
 		return 0, err
 	}
-	walk := func(ctx context.Context, c redis.UniversalClient) (int, error) {
-		return v.revokeUserOn(ctx, t, c, user)
-	}
-	if cc, ok := v.rdb.(*redis.ClusterClient); ok {
-		var total atomic.Int64
-		err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-			n, err := walk(ctx, c)
-			total.Add(int64(n))
+	n := 0
+	err = v.walk(ctx, t.store.prefix, func(ctx context.Context, batch []found) error {
+		var rs []revocation
+		for _, f := range batch {
+			if len(f.data) > v.cfg.MaxSessionBytes {
+				continue
+			}
+			s, err := t.decoder.decode(f.data)
+			if err != nil || s.User != user {
+				continue
+			}
+			rs = append(rs, revocation{sid: f.id, pttl: f.ttl, maxAge: s.OriginalMaxAge})
+		}
+		if len(rs) == 0 {
+			return nil
+		}
+		if _, err := v.revoke(ctx, t, rs); err != nil {
 			return err
-		})
-		return int(total.Load()), err
+		}
+		n += len(rs)
+		return nil
+	})
+	if err != nil {
+		return n, fmt.Errorf("revoke user: %w", err)
 	}
-	return walk(ctx, v.rdb)
+	return n, nil
 }
 
-func (v *Verifier) revokeUserOn(ctx context.Context, t *tenant, c redis.UniversalClient, user string) (int, error) {
-	prefix := t.store.prefix
-	var cursor uint64
-	n := 0
-	for {
-		cctx, cancel := context.WithTimeout(ctx, v.cfg.RedisTimeout*4)
-		keys, next, err := c.Scan(cctx, cursor, globEscape(prefix)+"*", scanBatch).Result()
-		if err != nil {
-			cancel()
-			return n, fmt.Errorf("revoke user: scan %s*: %w", prefix, err)
-		}
-		var rs []revocation
-		if len(keys) > 0 {
-			pipe := c.Pipeline()
-			gets := make([]*redis.StringCmd, len(keys))
-			ttls := make([]*redis.DurationCmd, len(keys))
-			for i, k := range keys {
-				gets[i] = pipe.Get(cctx, k)
-				ttls[i] = pipe.PTTL(cctx, k)
-			}
-			if _, err := pipe.Exec(cctx); err != nil && !errors.Is(err, redis.Nil) {
-				cancel()
-				return n, fmt.Errorf("revoke user: read sessions: %w", err)
-			}
-			for i, k := range keys {
-				data, err := gets[i].Bytes()
-				if err != nil || len(data) > v.cfg.MaxSessionBytes {
-					continue
+// found is a key a walk read: its name after the prefix, value and TTL.
+type found struct {
+	id   string
+	data []byte
+	ttl  time.Duration
+}
+
+// walk calls step with every batch of the keys under prefix that still
+// exist, their values and TTLs read in one round trip per SCAN step (never
+// KEYS, so Redis stays responsive). On a cluster it walks every master, in
+// parallel, one step running at a time. step's ctx bounds its batch.
+func (v *Verifier) walk(ctx context.Context, prefix string, step func(ctx context.Context, batch []found) error) error {
+	var mu sync.Mutex
+	each := func(ctx context.Context, c redis.UniversalClient) error {
+		var cursor uint64
+		for {
+			err := func() error {
+				ctx, cancel := context.WithTimeout(ctx, v.cfg.RedisTimeout*4)
+				defer cancel()
+				keys, next, err := c.Scan(ctx, cursor, globEscape(prefix)+"*", scanBatch).Result()
+				if err != nil {
+					return fmt.Errorf("scan %s*: %w", prefix, err)
 				}
-				s, err := t.decoder.decode(data)
-				if err != nil || s.User != user {
-					continue
+				cursor = next
+				if len(keys) == 0 {
+					return nil
 				}
-				rs = append(rs, revocation{sid: k[len(prefix):], pttl: ttls[i].Val(), maxAge: s.OriginalMaxAge})
+				pipe := c.Pipeline()
+				gets := make([]*redis.StringCmd, len(keys))
+				ttls := make([]*redis.DurationCmd, len(keys))
+				for i, k := range keys {
+					gets[i] = pipe.Get(ctx, k)
+					ttls[i] = pipe.PTTL(ctx, k)
+				}
+				if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+					return fmt.Errorf("read %s*: %w", prefix, err)
+				}
+				batch := make([]found, 0, len(keys))
+				for i, k := range keys {
+					if data, err := gets[i].Bytes(); err == nil { // else gone since the SCAN
+						batch = append(batch, found{id: k[len(prefix):], data: data, ttl: ttls[i].Val()})
+					}
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				return step(ctx, batch)
+			}()
+			if err != nil || cursor == 0 {
+				return err
 			}
-		}
-		if len(rs) > 0 {
-			if _, err := v.revoke(cctx, t, rs); err != nil {
-				cancel()
-				return n, fmt.Errorf("revoke user: %w", err)
-			}
-			n += len(rs)
-		}
-		cancel()
-		if cursor = next; cursor == 0 {
-			return n, nil
 		}
 	}
+	if cc, ok := v.rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return each(ctx, c) })
+	}
+	return each(ctx, v.rdb)
 }
 
 // globEscape quotes the glob characters SCAN MATCH would interpret in a

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -361,68 +360,26 @@ func (v *Verifier) RevokeToken(ctx context.Context, tenant, hash string) (bool, 
 	return n > 0, nil
 }
 
-// Tokens calls fn for every stored token, walking TokenPrefix with SCAN
-// (every master of a cluster) and reading each batch in one round trip.
+// Tokens calls fn for every stored token of tenant, one at a time,
+// walking its token prefix with SCAN (walk: every master of a cluster).
 func (v *Verifier) Tokens(ctx context.Context, tenant string, fn func(TokenInfo) error) error {
 	t, err := v.tenant(tenant)
 	if err != nil {
 		return fmt.Errorf("list tokens: %w", err)
 	}
-	if cc, ok := v.rdb.(*redis.ClusterClient); ok {
-		// Masters are walked in parallel; fn sees one token at a time.
-		var mu sync.Mutex
-		locked := func(ti TokenInfo) error {
-			mu.Lock()
-			defer mu.Unlock()
-			return fn(ti)
-		}
-		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-			return v.tokensOn(ctx, t, c, locked)
-		})
-	}
-	return v.tokensOn(ctx, t, v.rdb, fn)
-}
-
-func (v *Verifier) tokensOn(ctx context.Context, t *tenant, c redis.UniversalClient, fn func(TokenInfo) error) error {
-	prefix := t.tokenPrefix
-	var cursor uint64
-	for {
-		cctx, cancel := context.WithTimeout(ctx, v.cfg.RedisTimeout*4)
-		keys, next, err := c.Scan(cctx, cursor, prefix+"*", scanBatch).Result()
-		if err != nil {
-			cancel()
-			return fmt.Errorf("list tokens: scan %s*: %w", prefix, err)
-		}
-		var infos []TokenInfo
-		if len(keys) > 0 {
-			pipe := c.Pipeline()
-			gets := make([]*redis.StringCmd, len(keys))
-			ttls := make([]*redis.DurationCmd, len(keys))
-			for i, k := range keys {
-				gets[i] = pipe.Get(cctx, k)
-				ttls[i] = pipe.PTTL(cctx, k)
+	err = v.walk(ctx, t.tokenPrefix, func(_ context.Context, batch []found) error {
+		for _, f := range batch {
+			if !IsTokenHash(f.id) {
+				continue // not a token key
 			}
-			if _, err := pipe.Exec(cctx); err != nil && !errors.Is(err, redis.Nil) {
-				cancel()
-				return fmt.Errorf("list tokens: read: %w", err)
-			}
-			for i, k := range keys {
-				hash := k[len(prefix):]
-				data, err := gets[i].Bytes()
-				if err != nil || !IsTokenHash(hash) {
-					continue // gone since the SCAN, or not a token key
-				}
-				infos = append(infos, v.tokenInfo(t, hash, data, ttls[i].Val()))
-			}
-		}
-		cancel()
-		for _, ti := range infos {
-			if err := fn(ti); err != nil {
+			if err := fn(v.tokenInfo(t, f.id, f.data, f.ttl)); err != nil {
 				return err
 			}
 		}
-		if cursor = next; cursor == 0 {
-			return nil
-		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list tokens: %w", err)
 	}
+	return nil
 }
