@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os/exec"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authz/authz/authz"
 	"github.com/authz/authz/internal/testenv"
 	"github.com/redis/go-redis/v9"
 )
@@ -309,8 +311,22 @@ func failoverUnderLoad(t *testing.T, failover func(*testenv.Sentinel)) {
 	up := time.Now()
 	t.Logf("failover %s -> %s: every sentinel names the new master %v after it began", oldMaster, s.MasterAddr(), up.Sub(start).Round(time.Millisecond))
 
-	// Log a session out while instances are moving to the new master; the
-	// CLI may fail while its own client catches up, so retry it.
+	// Until an instance's go-redis follows +switch-master, its reads may go
+	// to the old master, which has not seen what was written on the new
+	// one (docs/redis.md). A session stored on the new master alone shows
+	// when each instance reads there: a connection to the new master is
+	// only dialled after go-redis has dropped those to the old one.
+	canary := session{sid: newSID()}
+	canary.cookie = "connect.sid=" + authz.Sign(canary.sid, testenv.SessionSecret)
+	newMaster := &site{t: t, rdb: s.Master().Client()}
+	newMaster.store(canary, bob)
+	for i, a := range d.instances {
+		testenv.WaitFor(t, 10*time.Second, fmt.Sprintf("instance %d to read the new master", i), func() bool {
+			return d.verify(a, canary.cookie) == 200
+		})
+	}
+	// Log a session out now; the CLI may fail while its own client catches
+	// up, so retry it.
 	var loggedOut time.Time
 	testenv.WaitFor(t, 10*time.Second, "a logout to succeed after the failover", func() bool {
 		_, err := d.cli("logout", "--session", sessions[during].sid)
