@@ -47,6 +47,23 @@ func newSite(t *testing.T, authzArgs ...string) *site {
 	return &site{t: t, redis: r, rdb: r.Client(), authz: a, nginx: n, client: newClient()}
 }
 
+// newPairSite is newSite with two authz instances (authzArgs added to
+// both) behind nginx, the second in authz/upstream/, as docs/scale.md
+// runs them.
+func newPairSite(t *testing.T, authzArgs ...string) (*site, *testenv.Authz, *testenv.Authz) {
+	t.Helper()
+	r := testenv.StartRedis(t)
+	a1 := testenv.StartAuthz(t, r.URL(), authzArgs...)
+	a2 := testenv.StartAuthz(t, r.URL(), authzArgs...)
+	app := testenv.StartEcho(t)
+	n := testenv.StartNginxAuthz(t, map[string]string{
+		"AUTHZ_ADDR": a1.Addr,
+		"APP_ADDR":   app.Addr,
+		"LOGIN_ADDR": app.Addr,
+	}, a2.Addr)
+	return &site{t: t, redis: r, rdb: r.Client(), nginx: n, client: newClient()}, a1, a2
+}
+
 // newClient returns a client that, like a test wants and unlike a browser,
 // shows each redirect instead of following it.
 func newClient() *http.Client {

@@ -21,19 +21,11 @@ import (
 // lose no request.
 func TestRestartUnderLoad(t *testing.T) {
 	t.Parallel()
-	r := testenv.StartRedis(t)
 	// A --shutdown-delay long enough to see /readyz fail while it still
 	// serves, even on a loaded machine.
 	args := []string{"--shutdown-delay", "2s"}
-	a1 := testenv.StartAuthz(t, r.URL(), args...)
-	a2 := testenv.StartAuthz(t, r.URL(), args...)
-	app := testenv.StartEcho(t)
-	n := testenv.StartNginxAuthz(t, map[string]string{
-		"AUTHZ_ADDR": a1.Addr,
-		"APP_ADDR":   app.Addr,
-		"LOGIN_ADDR": app.Addr,
-	}, a2.Addr)
-	s := &site{t: t, redis: r, rdb: r.Client(), nginx: n, client: newClient()}
+	s, a1, a2 := newPairSite(t, args...)
+	n := s.nginx
 	sess := s.signIn(alice)
 
 	l := startRestartLoad(t, n, sess.cookie, 8)
@@ -78,18 +70,10 @@ func TestRestartUnderLoad(t *testing.T) {
 // no non_idempotent. Redis paused keeps the subrequests in flight.
 func TestCrashMidRequestRetried(t *testing.T) {
 	t.Parallel()
-	r := testenv.StartRedis(t)
 	// Long Redis timeouts and no breaker: authz waits out the sleep.
 	args := []string{"--redis-timeout", "10s", "--redis-breaker-failures", "0"}
-	a1 := testenv.StartAuthz(t, r.URL(), args...)
-	a2 := testenv.StartAuthz(t, r.URL(), args...)
-	app := testenv.StartEcho(t)
-	n := testenv.StartNginxAuthz(t, map[string]string{
-		"AUTHZ_ADDR": a1.Addr,
-		"APP_ADDR":   app.Addr,
-		"LOGIN_ADDR": app.Addr,
-	}, a2.Addr)
-	s := &site{t: t, redis: r, rdb: r.Client(), nginx: n, client: newClient()}
+	s, a1, _ := newPairSite(t, args...)
+	r, n := s.redis, s.nginx
 	const posts = 4
 	var cookies []string
 	for range posts {

@@ -52,17 +52,8 @@ func TestSoak(t *testing.T) {
 		report = filepath.Join(testenv.RepoRoot(t), "bin", "soak-report.txt")
 	}
 
-	r := testenv.StartRedis(t)
 	args := []string{"--log-level", "warn"}
-	a1 := testenv.StartAuthz(t, r.URL(), args...)
-	a2 := testenv.StartAuthz(t, r.URL(), args...)
-	app := testenv.StartEcho(t)
-	n := testenv.StartNginxAuthz(t, map[string]string{
-		"AUTHZ_ADDR": a1.Addr,
-		"APP_ADDR":   app.Addr,
-		"LOGIN_ADDR": app.Addr,
-	}, a2.Addr)
-	s := &site{t: t, redis: r, rdb: r.Client(), nginx: n, client: newClient()}
+	s, a1, a2 := newPairSite(t, args...)
 	authzs := []*testenv.Authz{a1, a2}
 	for _, a := range authzs {
 		testenv.WaitFor(t, 10*time.Second, "the logout subscription on "+a.Addr, func() bool {
