@@ -222,9 +222,9 @@ type Verifier struct {
 	staleGuard atomic.Pointer[func(prefix string) bool]
 	// pending counts distinct Redis reads in flight (MaxPendingLoads).
 	pending atomic.Int64
-	// unknownLogged rate-limits the unknown-host log line (unix nanoseconds
-	// of the last one): a scanner must not flood the log.
-	unknownLogged atomic.Int64
+	// rateLogged rate-limits the log lines a client can cause at will, such
+	// as an unknown host (unix nanoseconds of the last one).
+	rateLogged atomic.Int64
 }
 
 // New builds a Verifier reading sessions through rdb. Metrics go to reg.
@@ -409,8 +409,8 @@ func (v *Verifier) unknownHost(host string) {
 // second ago: what a client can trigger at will must not flood the log.
 func (v *Verifier) rateLimited(log func()) {
 	now := v.cfg.Now().UnixNano()
-	last := v.unknownLogged.Load()
-	if now-last < int64(time.Second) || !v.unknownLogged.CompareAndSwap(last, now) {
+	last := v.rateLogged.Load()
+	if now-last < int64(time.Second) || !v.rateLogged.CompareAndSwap(last, now) {
 		return
 	}
 	log()

@@ -55,6 +55,9 @@ func NewTracking(prefixes []string, log *slog.Logger, reg prometheus.Registerer)
 	return t, nil
 }
 
+// Prefixes are the key prefixes tracked.
+func (t *Tracking) Prefixes() []string { return t.prefixes }
+
 // Enabled reports whether tracking was turned on for the latest connection.
 func (t *Tracking) Enabled() bool { return t.enabled.Load() }
 

@@ -288,14 +288,14 @@ func serve(ctx context.Context, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
-	sub, subClient, tr, err := f.subscriber(v, cfg, log, reg)
+	sub, subClient, tr, err := f.subscriber(v, log, reg)
 	if err != nil {
 		return err
 	}
 	defer subClient.Close()
 	var tracked []string // what tracking watches; none when it is off
 	if tr != nil {
-		tracked = trackedPrefixes(v.KeyPrefixes())
+		tracked = tr.Prefixes()
 		v.SetStaleGuard(func(prefix string) bool { return tr.Enabled() && covered(tracked, prefix) })
 	}
 
@@ -444,7 +444,7 @@ func covered(tracked []string, p string) bool {
 // own (see redisFlags.subscriberClient), with the tracking hook that
 // re-arms CLIENT TRACKING on every reconnect.
 // The Tracking is nil when tracking is off (by flag, or on a cluster).
-func (f *serveFlags) subscriber(v *authz.Verifier, cfg authz.Config, log *slog.Logger, reg prometheus.Registerer) (*logout.Subscriber, redis.UniversalClient, *logout.Tracking, error) {
+func (f *serveFlags) subscriber(v *authz.Verifier, log *slog.Logger, reg prometheus.Registerer) (*logout.Subscriber, redis.UniversalClient, *logout.Tracking, error) {
 	var onConnect func(context.Context, *redis.Conn) error
 	var tr *logout.Tracking
 	if f.tracking && f.redis.isCluster() {
