@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/url"
 	"strings"
 	"time"
@@ -320,7 +319,7 @@ func (f *redisFlags) isCluster() bool {
 // slots: tracking would silently miss the others, so it is turned off
 // there and log says so.
 
-func (f *redisFlags) subscriberClient(onConnect func(context.Context, *redis.Conn) error, log *slog.Logger) (redis.UniversalClient, *redis.FailoverOptions, error) {
+func (f *redisFlags) subscriberClient(onConnect func(context.Context, *redis.Conn) error) (redis.UniversalClient, *redis.FailoverOptions, error) {
 	t, err := f.target()
 	if err != nil {
 		return nil, nil, err

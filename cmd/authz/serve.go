@@ -456,7 +456,7 @@ func (f *serveFlags) subscriber(v *authz.Verifier, log *slog.Logger, reg prometh
 		}
 		onConnect = tr.OnConnect
 	}
-	c, sentinel, err := f.redis.subscriberClient(onConnect, log)
+	c, sentinel, err := f.redis.subscriberClient(onConnect)
 	if err != nil {
 		return nil, nil, nil, err
 	}
