@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"time"
 )
@@ -36,4 +37,22 @@ func (v *Verifier) ReadyHandler() http.Handler {
 		}
 		w.Write([]byte("ok\n"))
 	})
+}
+
+// ConnState returns an http.Server ConnState hook that does for net/http
+// (--stdlib-http) what Server does itself: it counts the connections open
+// in authz_connections_open and closes one past max as soon as it is
+// accepted, counted in authz_bounds_hit_total{bound="connections"}.
+func (v *Verifier) ConnState(max int) func(net.Conn, http.ConnState) {
+	return func(c net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			if v.metrics.conns.Add(1) > int64(max) {
+				v.metrics.bound("connections")
+				c.Close() // the server reads, fails, and reports StateClosed
+			}
+		case http.StateClosed, http.StateHijacked:
+			v.metrics.conns.Add(-1)
+		}
+	}
 }

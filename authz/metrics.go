@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,13 +22,15 @@ type metrics struct {
 	reloads     *prometheus.CounterVec
 	bounds      *prometheus.CounterVec
 	staleServed prometheus.Counter
+	// conns is the connections open on --listen (Server, ConnState).
+	conns atomic.Int64
 }
 
 // bound counts a request that hit one of the caps (docs/configuration.md#bounds).
 func (m *metrics) bound(name string) { m.bounds.WithLabelValues(name).Inc() }
 
 // boundNames are the caps authz_bounds_hit_total counts.
-var boundNames = []string{"cookie", "session", "identity_header", "pending_loads", "request_header"}
+var boundNames = []string{"cookie", "session", "identity_header", "pending_loads", "request_header", "connections", "read_header_timeout"}
 
 func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, b *breaker, now func() time.Time) (*metrics, error) {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -65,7 +68,7 @@ func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, 
 		}, []string{"result"}),
 	}
 	m.bounds = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "authz_bounds_hit_total", Help: "Requests that hit a cap, by cap (cookie, session, identity_header, pending_loads, request_header).",
+		Name: "authz_bounds_hit_total", Help: "Requests that hit a cap, by cap (cookie, session, identity_header, pending_loads, request_header, connections, read_header_timeout).",
 	}, []string{"bound"})
 	for _, b := range boundNames {
 		m.bounds.WithLabelValues(b)
@@ -85,6 +88,9 @@ func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, 
 	cs := []prometheus.Collector{
 		requests, duration, m.cacheHits, m.cacheMisses, m.redisErrors, m.touches, m.invalidated,
 		m.tenants, m.reloads, m.bounds, m.staleServed,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "authz_connections_open", Help: "Connections open on --listen (at most --max-connections).",
+		}, func() float64 { return float64(m.conns.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "authz_cache_entries", Help: "Entries in the local session cache, including negative ones.",
 		}, func() float64 { return float64(c.len()) }),

@@ -39,9 +39,27 @@ type Server struct {
 	// Fallback serves every other path (/healthz, /readyz, /logout); its
 	// response is buffered and sent with a Content-Length.
 	Fallback http.Handler
-	// IdleTimeout closes a connection with no request for this long; it
-	// also bounds reading one request's header (default 5 minutes).
+	// IdleTimeout closes a kept-alive connection with no request for this
+	// long (default 5 minutes). Nginx keeps its idle upstream connections
+	// for less (keepalive_timeout 60s in nginx/).
 	IdleTimeout time.Duration
+	// ReadHeaderTimeout bounds reading one request, from its first byte to
+	// the end of its header (and of the small body a fallback path may
+	// get), and a new connection's wait for its first request (default
+	// 5 s). Past it the connection is closed: a client that sends part of
+	// a request and stops holds a connection this long, not IdleTimeout.
+	// The wait between two requests of a kept-alive connection is not part
+	// of it.
+	ReadHeaderTimeout time.Duration
+	// WriteTimeout bounds how long writing answers may block on a client
+	// that does not read them (default 10 s); past it the connection is
+	// closed.
+	WriteTimeout time.Duration
+	// MaxConns bounds the connections open at once (default 10000). One
+	// more is closed as soon as it is accepted and counted in
+	// authz_bounds_hit_total{bound="connections"}; the connections already
+	// open, such as Nginx's kept-alive ones, keep being served.
+	MaxConns int
 	// MaxHeaderBytes bounds a request's line and header (default 64 KiB).
 	MaxHeaderBytes int
 	// Log gets connection-level errors (default: discarded).
@@ -71,6 +89,15 @@ func (s *Server) init() {
 	s.once.Do(func() {
 		if s.IdleTimeout <= 0 {
 			s.IdleTimeout = 5 * time.Minute
+		}
+		if s.ReadHeaderTimeout <= 0 {
+			s.ReadHeaderTimeout = 5 * time.Second
+		}
+		if s.WriteTimeout <= 0 {
+			s.WriteTimeout = 10 * time.Second
+		}
+		if s.MaxConns <= 0 {
+			s.MaxConns = 10000
 		}
 		if s.MaxHeaderBytes <= 0 {
 			s.MaxHeaderBytes = 64 << 10
@@ -121,9 +148,16 @@ func (s *Server) Serve(ln net.Listener) error {
 			c.Close()
 			return http.ErrServerClosed
 		}
+		if len(s.conns) >= s.MaxConns {
+			s.mu.Unlock()
+			c.Close()
+			s.Verifier.metrics.bound("connections")
+			continue
+		}
 		s.conns[sc] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
+		s.Verifier.metrics.conns.Add(1)
 		go sc.serve()
 	}
 }
@@ -211,7 +245,11 @@ type request struct {
 	minor                          int // HTTP/1.<minor>
 	header                         http.Header
 	cookies                        []string
-	origURI, host                  string
+	// The single-valued headers /verify reads, as sent ("" when absent).
+	// Each may appear once: a second copy is refused, as net/http refuses
+	// a second Host, so no two readers can pick different ones.
+	origURI, origURL, forwardedURI string
+	host, forwardedHost            string
 	authorization                  string
 	contentLength                  int64
 	close                          bool
@@ -244,6 +282,7 @@ func (sc *serverConn) serve() {
 		s.mu.Lock()
 		delete(s.conns, sc)
 		s.mu.Unlock()
+		s.Verifier.metrics.conns.Add(-1)
 		s.wg.Done()
 	}()
 	// Answers wait in bw while more pipelined requests are already
@@ -251,23 +290,50 @@ func (sc *serverConn) serve() {
 	sc.bw = bufio.NewWriterSize(sc.c, 4096)
 	sc.br = bufio.NewReaderSize(flushingReader{sc}, lineBuffer)
 	var q Query
-	var deadline time.Time
-	for {
+	// deadline is the idle read deadline last armed (zero: none is), and
+	// wdeadline the write deadline. Re-arming a deadline costs more than
+	// the rest of reading a request, so neither is set per request: each
+	// is re-armed once half of it is used up, so a connection idles
+	// between IdleTimeout/2 and IdleTimeout and a blocked write ends
+	// between WriteTimeout/2 and WriteTimeout.
+	var deadline, wdeadline time.Time
+	// Until its first request a connection has ReadHeaderTimeout.
+	sc.c.SetReadDeadline(time.Now().Add(s.ReadHeaderTimeout))
+	for n := 0; ; n++ {
 		if s.closing.Load() {
 			return
 		}
-		if sc.br.Buffered() == 0 {
-			// Only a connection waiting for a request needs a deadline,
-			// and re-arming a timer per request costs more than the rest of
-			// the read: re-arm it when half of it is used up, so a
-			// connection idles between IdleTimeout/2 and IdleTimeout.
-			if now := time.Now(); now.After(deadline.Add(-s.IdleTimeout / 2)) {
+		idle := sc.br.Buffered() == 0
+		if idle || n%64 == 0 {
+			now := time.Now()
+			if now.After(wdeadline.Add(-s.WriteTimeout / 2)) {
+				wdeadline = now.Add(s.WriteTimeout)
+				sc.c.SetWriteDeadline(wdeadline)
+			}
+			if idle && n > 0 && now.After(deadline.Add(-s.IdleTimeout/2)) {
 				deadline = now.Add(s.IdleTimeout)
 				sc.c.SetReadDeadline(deadline)
 				if s.closing.Load() || s.noKeepAlive.Load() && sc.served.Load() {
 					return // a drain's wake-up may have come just before
 				}
 			}
+		}
+		if idle {
+			// Wait for the next request's first byte (this sends the
+			// answers still buffered).
+			if _, err := sc.br.Peek(1); err != nil {
+				if n == 0 {
+					sc.timedOut(err)
+				}
+				return
+			}
+		}
+		if !headerBuffered(sc.br) {
+			// A request has begun but its header has not all come: it
+			// gets ReadHeaderTimeout from now, and the idle deadline is
+			// armed again before the next wait.
+			sc.c.SetReadDeadline(time.Now().Add(s.ReadHeaderTimeout))
+			deadline = time.Time{}
 		}
 		req, err := sc.readRequest()
 		sc.busy.Store(true)
@@ -279,6 +345,8 @@ func (sc *serverConn) serve() {
 			if errors.As(err, &pe) {
 				sc.writeSimple(pe.status, "close")
 				sc.bw.Flush()
+			} else {
+				sc.timedOut(err)
 			}
 			return
 		}
@@ -286,7 +354,13 @@ func (sc *serverConn) serve() {
 			req.close = true // say so in this last answer
 		}
 		if req.path == "/verify" {
-			q = Query{RawQuery: req.rawQuery, Cookies: req.cookies, OriginalURI: req.origURI, Host: req.host, Authorization: req.authorization}
+			q = Query{
+				RawQuery:      req.rawQuery,
+				Cookies:       req.cookies,
+				OriginalURI:   OriginalURI(req.origURI, req.origURL, req.forwardedURI),
+				Host:          s.Verifier.requestHost(req.forwardedHost, req.origURL, req.host),
+				Authorization: req.authorization,
+			}
 			sc.writeAnswer(s.Verifier.Decide(s.ctx, &q), req)
 		} else if err := sc.fallback(req); err != nil {
 			return
@@ -300,6 +374,24 @@ func (sc *serverConn) serve() {
 		sc.busy.Store(false)
 	}
 }
+
+// timedOut counts a connection closed because a request did not come
+// whole within ReadHeaderTimeout (not a drain's wake-up).
+func (sc *serverConn) timedOut(err error) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && !sc.s.closing.Load() && !sc.s.noKeepAlive.Load() {
+		sc.s.Verifier.metrics.bound("read_header_timeout")
+	}
+}
+
+// headerBuffered reports whether the next request's header is all in br,
+// so reading it cannot block.
+func headerBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Contains(b, crlf2)
+}
+
+var crlf2 = []byte("\r\n\r\n")
 
 // flushingReader reads from the connection after sending any buffered
 // answers, so a client that pipelines never waits on an answer authz has
@@ -317,6 +409,14 @@ func (r flushingReader) Read(p []byte) (int, error) {
 
 // readRequest parses one request's line, header and (discarded or
 // buffered) body.
+//
+// Where net/http's ReadRequest would read a request differently, or where
+// two readers could pick different values, it refuses (FuzzParser checks
+// this against http.ReadRequest): lines end in CRLF, never a bare LF;
+// methods are tokens without lower-case letters; the target is origin-form
+// with valid %-escapes in its path; Content-Length is digits only; Host,
+// Authorization and the X-Original-* / X-Forwarded-* headers /verify reads
+// come at most once.
 func (sc *serverConn) readRequest() (*request, error) {
 	budget := sc.s.MaxHeaderBytes
 	line, err := sc.readLine(&budget)
@@ -336,7 +436,7 @@ func (sc *serverConn) readRequest() (*request, error) {
 		return nil, errBadRequest
 	}
 	method, target, proto := line[:sp1], rest[:sp2], rest[sp2+1:]
-	if !isToken(method) || target[0] != '/' || !validTarget(target) {
+	if !isMethod(method) || target[0] != '/' || !validTarget(target) {
 		return nil, errBadRequest
 	}
 	switch string(proto) {
@@ -355,9 +455,17 @@ func (sc *serverConn) readRequest() (*request, error) {
 	arena := append(sc.arena[:0], method...)
 	arena = append(arena, target...)
 	spans := sc.spans[:0]
-	mark := func(kind int, v []byte) {
+	var seen uint
+	mark := func(kind int, v []byte) bool {
+		if kind != spanCookie {
+			if seen&(1<<kind) != 0 {
+				return false
+			}
+			seen |= 1 << kind
+		}
 		spans = append(spans, span{kind, len(arena), len(arena) + len(v)})
 		arena = append(arena, v...)
+		return true
 	}
 	targetEnd := len(arena)
 	path, _, _ := bytes.Cut(target, []byte{'?'})
@@ -384,24 +492,25 @@ func (sc *serverConn) readRequest() (*request, error) {
 		if !validFieldValue(value) {
 			return nil, errBadRequest
 		}
+		kind := -1
 		switch {
 		case asciiEqualFold(name, "cookie"):
-			mark(spanCookie, value)
+			kind = spanCookie
 		case asciiEqualFold(name, "x-original-uri"):
-			mark(spanOrigURI, value)
+			kind = spanOrigURI
 		case asciiEqualFold(name, "x-original-url"):
-			mark(spanOrigURL, value)
+			kind = spanOrigURL
 		case asciiEqualFold(name, "x-forwarded-uri"):
-			mark(spanForwardedURI, value)
+			kind = spanForwardedURI
 		case asciiEqualFold(name, "host"):
-			mark(spanHost, value)
+			kind = spanHost
 		case asciiEqualFold(name, "x-forwarded-host"):
-			mark(spanForwardedHost, value)
+			kind = spanForwardedHost
 		case asciiEqualFold(name, "authorization"):
-			mark(spanAuthorization, value)
+			kind = spanAuthorization
 		case asciiEqualFold(name, "content-length"):
-			n, err := strconv.ParseInt(string(value), 10, 64)
-			if err != nil || n < 0 || sawCL && n != req.contentLength {
+			n, ok := parseContentLength(value)
+			if !ok || sawCL && n != req.contentLength {
 				return nil, errBadRequest
 			}
 			sawCL, req.contentLength = true, n
@@ -413,6 +522,9 @@ func (sc *serverConn) readRequest() (*request, error) {
 			} else if req.minor == 0 && tokenListHas(value, "keep-alive") {
 				req.close = false
 			}
+		}
+		if kind >= 0 && !mark(kind, value) {
+			return nil, errBadRequest // a second copy of a single-valued header
 		}
 		if full {
 			k := http.CanonicalHeaderKey(string(name))
@@ -426,24 +538,42 @@ func (sc *serverConn) readRequest() (*request, error) {
 	sc.arena, sc.spans = arena, spans
 	req.method, req.target = all[:len(method)], all[len(method):targetEnd]
 	req.path, req.rawQuery, _ = cutString(req.target, '?')
-	var from [spanKinds]string
 	for _, sp := range spans {
+		v := all[sp.from:sp.to]
 		switch sp.kind {
 		case spanCookie:
-			req.cookies = append(req.cookies, all[sp.from:sp.to])
+			req.cookies = append(req.cookies, v)
+		case spanOrigURI:
+			req.origURI = v
+		case spanOrigURL:
+			req.origURL = v
+		case spanForwardedURI:
+			req.forwardedURI = v
+		case spanHost:
+			req.host = v
+		case spanForwardedHost:
+			req.forwardedHost = v
 		case spanAuthorization:
-			if req.authorization == "" {
-				req.authorization = all[sp.from:sp.to]
-			}
-		default:
-			if from[sp.kind] == "" {
-				from[sp.kind] = all[sp.from:sp.to]
-			}
+			req.authorization = v
 		}
 	}
-	req.origURI = OriginalURI(from[spanOrigURI], from[spanOrigURL], from[spanForwardedURI])
-	req.host = sc.s.Verifier.requestHost(from[spanForwardedHost], from[spanOrigURL], from[spanHost])
 	return req, nil
+}
+
+// parseContentLength reads a Content-Length value: digits only (no sign,
+// no spaces, no underscores), as net/http reads it.
+func parseContentLength(v []byte) (int64, bool) {
+	if len(v) == 0 || len(v) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
 }
 
 // span locates a header value in a request's arena.
@@ -457,10 +587,11 @@ const (
 	spanHost
 	spanForwardedHost
 	spanAuthorization
-	spanKinds
 )
 
 // readLine returns one header line without its CRLF, charging it to budget.
+// A line ending in a bare LF is refused: net/http reads it as a line end,
+// other parsers in front of authz may not, and Nginx never sends one.
 func (sc *serverConn) readLine(budget *int) ([]byte, error) {
 	line, err := sc.br.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) {
@@ -475,11 +606,11 @@ func (sc *serverConn) readLine(budget *int) ([]byte, error) {
 	if *budget -= len(line); *budget < 0 {
 		return nil, errHeaderTooBig
 	}
-	line = line[:len(line)-1]
-	if n := len(line); n > 0 && line[n-1] == '\r' {
-		line = line[:n-1]
+	n := len(line)
+	if n < 2 || line[n-2] != '\r' {
+		return nil, errBadRequest
 	}
-	return line, nil
+	return line[:n-2], nil
 }
 
 // writeAnswer writes a verify answer: status, identity headers, no body.
@@ -668,14 +799,40 @@ var tchar = func() (t [128]bool) {
 	return t
 }()
 
-// validTarget accepts the visible ASCII an origin-form target may hold.
-func validTarget(b []byte) bool {
+// isMethod reports whether b is a method token without lower-case letters:
+// methods are case-sensitive, and "get" is no GET.
+func isMethod(b []byte) bool {
 	for _, c := range b {
-		if c <= 0x20 || c >= 0x7f {
+		if 'a' <= c && c <= 'z' {
 			return false
 		}
 	}
+	return isToken(b)
+}
+
+// validTarget accepts the visible ASCII an origin-form target may hold,
+// with every '%' in its path starting an escape (net/http refuses a path
+// it cannot unescape).
+func validTarget(b []byte) bool {
+	inPath := true
+	for i, c := range b {
+		if c <= 0x20 || c >= 0x7f {
+			return false
+		}
+		switch {
+		case c == '?':
+			inPath = false
+		case c == '%' && inPath:
+			if i+2 >= len(b) || !isHex(b[i+1]) || !isHex(b[i+2]) {
+				return false
+			}
+		}
+	}
 	return true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // validFieldValue refuses control characters other than tab.

@@ -136,6 +136,9 @@ type serveFlags struct {
 	headers               []string
 	shutdownTimeout       time.Duration
 	maxRequestHeaderBytes int
+	readHeaderTimeout     time.Duration
+	writeTimeout          time.Duration
+	maxConns              int
 	shutdownDelay         time.Duration
 	tracking              bool
 	stdlibHTTP            bool
@@ -161,7 +164,7 @@ func newServe() *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.SortFlags = false
-	fs.StringVar(&f.listen, "listen", "127.0.0.1:9091", "address Nginx sends auth subrequests to")
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:9091", "address Nginx sends auth subrequests to: host:port, or unix:/path for a Unix socket (mode 0660; a stale socket file is replaced)")
 	fs.StringVar(&f.metricsListen, "metrics-listen", "127.0.0.1:9092", "address for /metrics (empty: off)")
 	f.sessionFlags.register(fs)
 	c := &f.cfg
@@ -181,6 +184,9 @@ func newServe() *cobra.Command {
 	fs.IntVar(&c.MaxCookieBytes, "max-cookie-bytes", 4096, "longest session cookie value accepted")
 	fs.IntVar(&c.MaxIdentityHeaderBytes, "max-identity-header-bytes", 2048, "longest identity header value sent to Nginx (at most 8192): a longer identity is an invalid session, a longer --header is left out")
 	fs.IntVar(&f.maxRequestHeaderBytes, "max-request-header-bytes", 64<<10, "largest request line and header accepted on --listen (431 beyond)")
+	fs.DurationVar(&f.readHeaderTimeout, "read-header-timeout", 5*time.Second, "how long a request on --listen may take from its first byte to the end of its header (and a new connection to send its first request); past it the connection is closed")
+	fs.DurationVar(&f.writeTimeout, "write-timeout", 10*time.Second, "how long writing answers on --listen may block on a client that does not read them; past it the connection is closed")
+	fs.IntVar(&f.maxConns, "max-connections", 10000, "connections open at once on --listen; one more is closed as soon as it is accepted (the open ones keep being served)")
 	fs.IntVar(&c.MaxPendingLoads, "max-pending-loads", 1000, "distinct Redis reads in flight at most; a cache miss beyond answers 503 at once")
 	fs.DurationVar(&c.StaleIfError, "stale-if-error", 0, "when Redis cannot be read, keep allowing a cached session this long past --cache-ttl, only while the logout subscription is live (0: off, fail closed)")
 	fs.StringVar(&c.LoginURL, "login-url", "/login", "login page a 401 points to (X-Auth-Redirect)")
@@ -227,6 +233,9 @@ func (f *serveFlags) config() (authz.Config, error) {
 	}
 	if c.CacheTTL <= 0 || c.CacheSize <= 0 || c.MaxCookieBytes <= 0 || c.MaxPendingLoads <= 0 || c.MaxIdentityHeaderBytes <= 0 || f.maxRequestHeaderBytes <= 0 {
 		return c, errors.New("--cache-ttl, --cache-size, --max-cookie-bytes, --max-pending-loads, --max-identity-header-bytes and --max-request-header-bytes must be positive")
+	}
+	if f.readHeaderTimeout <= 0 || f.writeTimeout <= 0 || f.maxConns <= 0 {
+		return c, errors.New("--read-header-timeout, --write-timeout and --max-connections must be positive")
 	}
 	if c.StaleIfError < 0 {
 		return c, errors.New("--stale-if-error must not be negative")
@@ -299,7 +308,7 @@ func serve(ctx context.Context, f *serveFlags) error {
 		v.SetStaleGuard(func(prefix string) bool { return tr.Enabled() && covered(tracked, prefix) })
 	}
 
-	ln, err := net.Listen("tcp", f.listen)
+	ln, err := listen(f.listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
@@ -308,7 +317,14 @@ func serve(ctx context.Context, f *serveFlags) error {
 	mux.Handle("/", v.Handler())
 	mux.Handle("/readyz", d.readyz(v.ReadyHandler()))
 	mux.Handle("/logout", v.LogoutHandler(pub, f.logoutCfg))
-	var front server = &authz.Server{Verifier: v, Fallback: mux, IdleTimeout: 5 * time.Minute, Log: log, MaxHeaderBytes: f.maxRequestHeaderBytes}
+	var front server = &authz.Server{
+		Verifier: v, Fallback: mux, Log: log,
+		IdleTimeout:       5 * time.Minute,
+		ReadHeaderTimeout: f.readHeaderTimeout,
+		WriteTimeout:      f.writeTimeout,
+		MaxConns:          f.maxConns,
+		MaxHeaderBytes:    f.maxRequestHeaderBytes,
+	}
 	if f.stdlibHTTP {
 		// /verify is nearly every request: skip the mux's pattern matching.
 		front = newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -318,7 +334,11 @@ func serve(ctx context.Context, f *serveFlags) error {
 			}
 			mux.ServeHTTP(w, r)
 		}), log)
-		front.(*http.Server).MaxHeaderBytes = f.maxRequestHeaderBytes
+		hs := front.(*http.Server)
+		hs.MaxHeaderBytes = f.maxRequestHeaderBytes
+		hs.ReadHeaderTimeout = f.readHeaderTimeout
+		hs.WriteTimeout = f.writeTimeout
+		hs.ConnState = v.ConnState(f.maxConns)
 	}
 	servers := []server{front}
 	listeners := []net.Listener{ln}
@@ -468,6 +488,40 @@ func (f *serveFlags) subscriber(v *authz.Verifier, log *slog.Logger, reg prometh
 		return nil, nil, nil, err
 	}
 	return sub, c, tr, nil
+}
+
+// listen opens --listen: host:port, or unix:/path for a Unix socket.
+func listen(addr string) (net.Listener, error) {
+	path, ok := strings.CutPrefix(addr, "unix:")
+	if !ok {
+		return net.Listen("tcp", addr)
+	}
+	if path == "" {
+		return nil, errors.New("unix: needs a path")
+	}
+	// A socket file left by a process that could not remove it (SIGKILL,
+	// a crash) makes the bind fail: remove it, unless it is not a socket
+	// or something still answers on it.
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: another process is listening on it", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	// Mode 0660: authz's user and group may connect (put Nginx's user in
+	// authz's group), nobody else. Set through the umask, so the socket
+	// never exists with wider permissions; nothing else creates files
+	// while serve starts. Closing the listener (shutdown) removes the file.
+	old := syscall.Umask(0o117)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	return ln, err
 }
 
 // server is an *http.Server or an *authz.Server.
