@@ -67,7 +67,7 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzUnsign -fuzztime $(FUZZTIME) ./authz/
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./authz/
-	$(GO) test -run '^$$' -fuzz FuzzServer -fuzztime $(FUZZTIME) ./authz/
+	$(GO) test -run '^$$' -fuzz FuzzParser -fuzztime $(FUZZTIME) ./authz/
 
 # Regenerate the flag tables in docs/configuration.md.
 docs: build

@@ -683,7 +683,9 @@ func (sc *serverConn) fallback(req *request) error {
 	r.Header = req.header
 	r.Host = req.header.Get("Host")
 	r.ContentLength = req.contentLength
-	r.RemoteAddr = sc.c.RemoteAddr().String()
+	if ra := sc.c.RemoteAddr(); ra != nil { // nil: a Unix socket's unnamed peer
+		r.RemoteAddr = ra.String()
+	}
 	r.Close = req.close
 	rw := &bufferedResponse{h: make(http.Header)}
 	sc.s.Fallback.ServeHTTP(rw, r)

@@ -233,3 +233,20 @@ func status(t *testing.T, url string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+// eachServer runs story twice in parallel subtests: with authz's own HTTP
+// server ("narrow", the default) and with net/http (--stdlib-http),
+// passing the flags that choose it as front. Both must give Nginx the same
+// answers, so the narrow parser is never the only one a story checks.
+func eachServer(t *testing.T, story func(t *testing.T, front ...string)) {
+	t.Helper()
+	for _, srv := range []struct {
+		name  string
+		front []string
+	}{{"narrow", nil}, {"stdlib", []string{"--stdlib-http"}}} {
+		t.Run(srv.name, func(t *testing.T) {
+			t.Parallel()
+			story(t, srv.front...)
+		})
+	}
+}

@@ -20,7 +20,11 @@ import (
 // otherwise keep it for an hour.
 func TestBearerTokenStory(t *testing.T) {
 	t.Parallel()
-	args := []string{"--bearer-tokens", "--cache-ttl", "1h", "--tracking=false", "--header", "X-Auth-Name=token.name"}
+	eachServer(t, bearerTokenStory)
+}
+
+func bearerTokenStory(t *testing.T, front ...string) {
+	args := append(front, "--bearer-tokens", "--cache-ttl", "1h", "--tracking=false", "--header", "X-Auth-Name=token.name")
 	r := testenv.StartRedis(t)
 	instances := []*testenv.Authz{testenv.StartAuthz(t, r.URL(), args...), testenv.StartAuthz(t, r.URL(), args...)}
 	app := testenv.StartEcho(t)

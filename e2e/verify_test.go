@@ -16,7 +16,11 @@ import (
 
 func TestSignedInUserReachesTheAppWithTheirIdentity(t *testing.T) {
 	t.Parallel()
-	s := newSite(t, "--header", "X-Auth-Email=passport.user.email")
+	eachServer(t, signedInUserReachesTheAppWithTheirIdentity)
+}
+
+func signedInUserReachesTheAppWithTheirIdentity(t *testing.T, front ...string) {
+	s := newSite(t, append(front, "--header", "X-Auth-Email=passport.user.email")...)
 	sess := s.signIn(alice)
 
 	got := s.get("/orders?page=2", sess.cookie).echoed(t)
@@ -34,7 +38,11 @@ func TestSignedInUserReachesTheAppWithTheirIdentity(t *testing.T) {
 
 func TestClientCannotForgeIdentityHeaders(t *testing.T) {
 	t.Parallel()
-	s := newSite(t, "--header", "X-Auth-Email=passport.user.email")
+	eachServer(t, clientCannotForgeIdentityHeaders)
+}
+
+func clientCannotForgeIdentityHeaders(t *testing.T, front ...string) {
+	s := newSite(t, append(front, "--header", "X-Auth-Email=passport.user.email")...)
 	sess := s.signIn(alice)
 
 	// Each forged spelling, sent with a valid session to a protected
@@ -68,7 +76,11 @@ func TestClientCannotForgeIdentityHeaders(t *testing.T) {
 
 func TestSignedOutUserIsSentToLogin(t *testing.T) {
 	t.Parallel()
-	s := newSite(t)
+	eachServer(t, signedOutUserIsSentToLogin)
+}
+
+func signedOutUserIsSentToLogin(t *testing.T, front ...string) {
+	s := newSite(t, front...)
 	sess := s.signIn(alice)
 	other := s.signIn(bob)
 	sig := sess.cookie[strings.LastIndexByte(sess.cookie, '.'):]
@@ -133,7 +145,11 @@ func flipLast(cookie string) string {
 
 func TestAdminAreaNeedsTheAdminRole(t *testing.T) {
 	t.Parallel()
-	s := newSite(t)
+	eachServer(t, adminAreaNeedsTheAdminRole)
+}
+
+func adminAreaNeedsTheAdminRole(t *testing.T, front ...string) {
+	s := newSite(t, front...)
 
 	r := s.get("/admin/users", s.signIn(bob).cookie)
 	if r.status != http.StatusForbidden {
@@ -150,8 +166,12 @@ func TestAdminAreaNeedsTheAdminRole(t *testing.T) {
 
 func TestRedisOutageFailsClosedAndRecovers(t *testing.T) {
 	t.Parallel()
+	eachServer(t, redisOutageFailsClosedAndRecovers)
+}
+
+func redisOutageFailsClosedAndRecovers(t *testing.T, front ...string) {
 	const cacheTTL = 200 * time.Millisecond
-	s := newSite(t, "--cache-ttl", cacheTTL.String())
+	s := newSite(t, append(front, "--cache-ttl", cacheTTL.String())...)
 	seen := s.signIn(alice)
 	unseen := s.signIn(alice) // never checked before the outage: nothing cached
 	if r := s.get("/", seen.cookie); r.status != http.StatusOK {
@@ -202,7 +222,11 @@ func TestRedisOutageFailsClosedAndRecovers(t *testing.T) {
 
 func TestAuthzDownFailsClosed(t *testing.T) {
 	t.Parallel()
-	s := newSite(t)
+	eachServer(t, authzDownFailsClosed)
+}
+
+func authzDownFailsClosed(t *testing.T, front ...string) {
+	s := newSite(t, front...)
 	sess := s.signIn(alice)
 	if r := s.get("/", sess.cookie); r.status != http.StatusOK {
 		t.Fatalf("status %d, want 200", r.status)
@@ -219,10 +243,14 @@ func TestAuthzDownFailsClosed(t *testing.T) {
 
 func TestDeletedSessionStopsPassingWithinCacheTTL(t *testing.T) {
 	t.Parallel()
+	eachServer(t, deletedSessionStopsPassingWithinCacheTTL)
+}
+
+func deletedSessionStopsPassingWithinCacheTTL(t *testing.T, front ...string) {
 	const cacheTTL = 200 * time.Millisecond
 	// Without tracking only the cache TTL bounds how long a deleted
 	// session still passes: the worst case.
-	s := newSite(t, "--cache-ttl", cacheTTL.String(), "--tracking=false")
+	s := newSite(t, append(front, "--cache-ttl", cacheTTL.String(), "--tracking=false")...)
 	sess := s.signIn(alice)
 	if r := s.get("/", sess.cookie); r.status != http.StatusOK {
 		t.Fatalf("status %d, want 200", r.status)
@@ -239,7 +267,11 @@ func TestDeletedSessionStopsPassingWithinCacheTTL(t *testing.T) {
 
 func TestDeletedSessionStopsPassingAtOnceWithTracking(t *testing.T) {
 	t.Parallel()
-	s := newSite(t) // tracking on, cache TTL 5s
+	eachServer(t, deletedSessionStopsPassingAtOnceWithTracking)
+}
+
+func deletedSessionStopsPassingAtOnceWithTracking(t *testing.T, front ...string) {
+	s := newSite(t, front...) // tracking on, cache TTL 5s
 	sess := s.signIn(alice)
 	if r := s.get("/", sess.cookie); r.status != http.StatusOK {
 		t.Fatalf("status %d, want 200", r.status)
@@ -264,8 +296,12 @@ func (s *site) destroy(sess session) {
 
 func TestSIGTERMStopsAuthzGracefully(t *testing.T) {
 	t.Parallel()
+	eachServer(t, sIGTERMStopsAuthzGracefully)
+}
+
+func sIGTERMStopsAuthzGracefully(t *testing.T, front ...string) {
 	r := testenv.StartRedis(t)
-	a := testenv.StartAuthz(t, r.URL())
+	a := testenv.StartAuthz(t, r.URL(), front...)
 
 	if err := a.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -278,7 +314,11 @@ func TestSIGTERMStopsAuthzGracefully(t *testing.T) {
 
 func TestPublicLocationsPassOnlyPublicPaths(t *testing.T) {
 	t.Parallel()
-	s := newSite(t)
+	eachServer(t, publicLocationsPassOnlyPublicPaths)
+}
+
+func publicLocationsPassOnlyPublicPaths(t *testing.T, front ...string) {
+	s := newSite(t, front...)
 
 	// Nginx decodes %2F and resolves ".." before choosing a location, so
 	// these are public (/static/, /login) to Nginx. The app must then get
@@ -295,7 +335,11 @@ func TestPublicLocationsPassOnlyPublicPaths(t *testing.T) {
 
 func TestSignOutEndsTheSessionAtOnce(t *testing.T) {
 	t.Parallel()
-	s := newSite(t) // default cache TTL: the sign-out must not wait for it
+	eachServer(t, signOutEndsTheSessionAtOnce)
+}
+
+func signOutEndsTheSessionAtOnce(t *testing.T, front ...string) {
+	s := newSite(t, front...) // default cache TTL: the sign-out must not wait for it
 	post := func(cookie, origin string) response {
 		t.Helper()
 		req, err := http.NewRequest("POST", s.nginx.URL("/logout"), nil)

@@ -82,6 +82,11 @@
 #   QUIET_WAIT=30   before each round, wait while other processes use more
 #                than CLEAN_OTHER%, at most this many seconds over the run
 #   AUTHZ_FLAGS=""       extra flags for authz serve, e.g. "--cache-ttl 1m"
+#                        or "--stdlib-http" (net/http instead of authz's server)
+#   AUTHZ_UNIX=0         1: authz listens on a Unix socket (--listen unix:…)
+#                        and front-b's upstream is that socket; (c) cannot
+#                        run then (wrk speaks TCP only): compare b/e of a run
+#                        with AUTHZ_UNIX=1 against one without
 #   AUTHZ_BIN=bin/authz   OUT=bin/bench-load.txt   KEEP_TMP=0 (1: keep logs)
 # Defaults: 5*5*6 s measured + 5*2 s warm-up + ~10 s setup + at most 30 s
 # waiting for quiet: under 3.5 minutes.
@@ -100,6 +105,7 @@ AUTHZ_BIN=${AUTHZ_BIN:-bin/authz}
 OUT=${OUT:-bin/bench-load.txt}
 KEEP_TMP=${KEEP_TMP:-0}
 read -ra AUTHZ_FLAGS <<<"${AUTHZ_FLAGS:-}"
+AUTHZ_UNIX=${AUTHZ_UNIX:-0}
 read -ra SCENARIOS <<<"${SCENARIOS:-a b e c d}"
 
 # Messages go to fd 3, the script's stderr, even from inside a redirection.
@@ -115,6 +121,7 @@ int_in CLEAN_OTHER "$CLEAN_OTHER" 0 1000
 int_in QUIET_WAIT "$QUIET_WAIT" 0 600
 ((${#SCENARIOS[@]} >= 1 && ${#SCENARIOS[@]} <= 6)) || die "SCENARIOS: want 1 to 6 of a b c d e f"
 for s in "${SCENARIOS[@]}"; do [[ $s =~ ^[a-f]$ ]] || die "SCENARIOS: unknown scenario '$s' (a b c d e f)"; done
+[ "$AUTHZ_UNIX" = 1 ] && [[ " ${SCENARIOS[*]} " == *" c "* ]] && die "AUTHZ_UNIX=1: (c) needs authz on TCP; leave it out of SCENARIOS"
 
 for c in nginx redis-server redis-cli wrk curl envsubst ss go timeout; do
 	command -v "$c" >/dev/null 2>&1 || die "$c not found (scripts/install-deps.sh installs nginx, redis and wrk)"
@@ -207,7 +214,9 @@ COOKIE="connect.sid=$("$TMP/loadtest" sign "$SID" "$SECRET")"
 # --- authz and the Go handler of (d) ------------------------------------------
 
 env | grep -q '^AUTHZ_' && log "note: AUTHZ_* variables from the environment apply to authz: $(env | grep '^AUTHZ_' | cut -d= -f1 | tr '\n' ' ')"
-"${SRV[@]}" "$AUTHZ_BIN" serve --listen "$H:$P_AUTHZ" --metrics-listen "$H:$P_METRICS" \
+AUTHZ_LISTEN=$H:$P_AUTHZ
+[ "$AUTHZ_UNIX" = 1 ] && AUTHZ_LISTEN=unix:$TMP/authz.sock
+"${SRV[@]}" "$AUTHZ_BIN" serve --listen "$AUTHZ_LISTEN" --metrics-listen "$H:$P_METRICS" \
 	--redis-url "redis://$H:$P_REDIS/0" --session-secret "$SECRET" --log-level warn ${AUTHZ_FLAGS[@]+"${AUTHZ_FLAGS[@]}"} \
 	2>"$TMP/authz.log" 3>&- &
 PIDS+=($!)
@@ -309,7 +318,7 @@ render() { # render NAME LISTEN AUTHZ_ADDR
 		envsubst '${LISTEN} ${AUTHZ_ADDR} ${APP_ADDR} ${LOGIN_ADDR}' \
 		<nginx/authz.conf.template >"$TMP/$1/site.conf"
 }
-render front-b "$H:$P_B" "$H:$P_AUTHZ"
+render front-b "$H:$P_B" "$AUTHZ_LISTEN"
 render front-e "$H:$P_E" "$H:$P_FAKE"
 render front-f "$H:$P_F" "$H:$P_HELLO"
 
@@ -321,8 +330,10 @@ URL_e=http://$H:$P_E/bench
 URL_f=http://$H:$P_F/bench
 URL_c=http://$H:$P_AUTHZ/verify
 URL_d=http://$H:$P_HELLO/verify
+AUTHZ_HEALTHZ=http://$H:$P_AUTHZ/healthz
+[ "$AUTHZ_UNIX" = 1 ] && AUTHZ_HEALTHZ=http://$H:$P_METRICS/healthz
 for u in "http://$H:$P_APP/" "http://$H:$P_FAKE/" "$URL_a" "$URL_b" "$URL_e" "$URL_f" \
-	"http://$H:$P_AUTHZ/healthz" "http://$H:$P_METRICS/healthz" "$URL_d"; do
+	"$AUTHZ_HEALTHZ" "http://$H:$P_METRICS/healthz" "$URL_d"; do
 	wait_http "$u"
 done
 
@@ -358,10 +369,18 @@ expect "(e) with cookie" "$r" '^x-seen-user: alice$'
 r=$(head_of -H "Cookie: $COOKIE" "$URL_f")
 expect "(f) with cookie" "$r" '^http/1.1 200'
 expect "(f) with cookie" "$r" '^x-seen-user: alice$'
-r=$(head_of -H "Cookie: $COOKIE" "$URL_c")
+if [ "$AUTHZ_UNIX" = 1 ]; then
+	r=$(head_of --unix-socket "$TMP/authz.sock" -H "Cookie: $COOKIE" "http://authz/verify")
+else
+	r=$(head_of -H "Cookie: $COOKIE" "$URL_c")
+fi
 expect "(c) with cookie" "$r" '^http/1.1 200'
 expect "(c) with cookie" "$r" '^x-auth-user: alice$'
-r=$(head_of "$URL_c")
+if [ "$AUTHZ_UNIX" = 1 ]; then
+	r=$(head_of --unix-socket "$TMP/authz.sock" "http://authz/verify")
+else
+	r=$(head_of "$URL_c")
+fi
 expect "(c) without cookie" "$r" '^http/1.1 401'
 expect "(c) without cookie" "$r" '^x-auth-redirect: '
 r=$(head_of -H "Cookie: $COOKIE" "$URL_d")

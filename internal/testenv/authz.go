@@ -99,9 +99,23 @@ type Authz struct {
 // flags such as --cache-ttl or --header.
 func StartAuthz(t testing.TB, redisURL string, extraArgs ...string) *Authz {
 	t.Helper()
+	return startAuthz(t, redisURL, net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t))), extraArgs)
+}
+
+// StartAuthzUnix is StartAuthz listening on the Unix socket at path
+// (--listen unix:path); its Addr is then "unix:path", which is also how
+// Nginx's upstream names it. It waits until the metrics listener answers
+// /healthz: the socket accepts from before then.
+func StartAuthzUnix(t testing.TB, redisURL, path string, extraArgs ...string) *Authz {
+	t.Helper()
+	return startAuthz(t, redisURL, "unix:"+path, extraArgs)
+}
+
+func startAuthz(t testing.TB, redisURL, listen string, extraArgs []string) *Authz {
+	t.Helper()
 	bin := BuildAuthz(t)
 	a := &Authz{
-		Addr:        net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t))),
+		Addr:        listen,
 		MetricsAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t))),
 		t:           t,
 		bin:         bin,
@@ -120,7 +134,11 @@ func StartAuthz(t testing.TB, redisURL string, extraArgs ...string) *Authz {
 func (a *Authz) start() {
 	a.t.Helper()
 	a.Process = Start(a.t, a.bin, a.args...)
-	a.waitHTTP(a.t, "authz", "http://"+a.Addr+"/healthz", 10*time.Second, http.StatusOK)
+	addr := a.Addr
+	if strings.HasPrefix(addr, "unix:") {
+		addr = a.MetricsAddr
+	}
+	a.waitHTTP(a.t, "authz", "http://"+addr+"/healthz", 10*time.Second, http.StatusOK)
 }
 
 // Restart starts authz again, with the same flags on the same ports, once
