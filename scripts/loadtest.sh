@@ -227,6 +227,12 @@ PIDS+=($!)
 
 # nginx_instance NAME: a directory with a main nginx.conf whose http{} block
 # includes site.conf; the caller writes site.conf.
+# As root, Nginx's workers would run as "nobody", whom authz's socket (mode
+# 0660, in this 0700 directory) rightly refuses: with AUTHZ_UNIX=1 they run
+# as the user who started the script, the way a deployment puts Nginx's
+# workers in authz's group.
+NGINX_USER=""
+[ "$AUTHZ_UNIX" = 1 ] && [ "$(id -u)" = 0 ] && NGINX_USER="user root;"
 nginx_instance() {
 	local d=$TMP/$1
 	mkdir -p "$d/tmp"
@@ -234,6 +240,7 @@ nginx_instance() {
 	cat >"$d/nginx.conf" <<-EOF
 		# $1: one worker (2-core machine: see scripts/loadtest.sh).
 		worker_processes 1;
+		$NGINX_USER
 		daemon off;
 		pid $d/nginx.pid;
 		error_log $d/error.log warn;
