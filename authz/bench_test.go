@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -215,24 +216,31 @@ func BenchmarkFrontLoopback(b *testing.B) {
 		Serve(net.Listener) error
 		Shutdown(context.Context) error
 	}
+	narrow := func() server { return &Server{Verifier: f.v} }
+	stdlib := func() server {
+		return &http.Server{Handler: f.v, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second, ConnState: f.v.ConnState(10000)}
+	}
 	for _, srv := range []struct {
-		name string
-		new  func() server
+		name, network string
+		new           func() server
 	}{
-		{"narrow", func() server { return &Server{Verifier: f.v} }},
-		{"stdlib", func() server {
-			return &http.Server{Handler: f.v, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second, ConnState: f.v.ConnState(10000)}
-		}},
+		{"narrow", "tcp", narrow},
+		{"stdlib", "tcp", stdlib},
+		{"narrow-unix", "unix", narrow}, // --listen unix:/path
 	} {
 		b.Run(srv.name, func(b *testing.B) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			addr := "127.0.0.1:0"
+			if srv.network == "unix" {
+				addr = filepath.Join(b.TempDir(), "authz.sock")
+			}
+			ln, err := net.Listen(srv.network, addr)
 			if err != nil {
 				b.Fatal(err)
 			}
 			s := srv.new()
 			go s.Serve(ln)
 			defer s.Shutdown(context.Background())
-			conn, err := net.Dial("tcp", ln.Addr().String())
+			conn, err := net.Dial(srv.network, ln.Addr().String())
 			if err != nil {
 				b.Fatal(err)
 			}
