@@ -27,7 +27,7 @@ type metrics struct {
 func (m *metrics) bound(name string) { m.bounds.WithLabelValues(name).Inc() }
 
 // boundNames are the caps authz_bounds_hit_total counts.
-var boundNames = []string{"cookie", "session", "identity_header", "pending_loads", "request_header"}
+var boundNames = []string{"cookie", "session", "identity_header", "answer_header", "pending_loads", "request_header"}
 
 func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, b *breaker, now func() time.Time) (*metrics, error) {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -65,7 +65,7 @@ func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, 
 		}, []string{"result"}),
 	}
 	m.bounds = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "authz_bounds_hit_total", Help: "Requests that hit a cap, by cap (cookie, session, identity_header, pending_loads, request_header).",
+		Name: "authz_bounds_hit_total", Help: "Requests that hit a cap, by cap (cookie, session, identity_header, answer_header, pending_loads, request_header).",
 	}, []string{"bound"})
 	for _, b := range boundNames {
 		m.bounds.WithLabelValues(b)

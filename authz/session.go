@@ -82,6 +82,13 @@ type decoder struct {
 	// --header mappings); overCap is told when a value is dropped for it.
 	maxHeader int
 	overCap   func()
+	// maxLines caps the identity header lines together, the identity's
+	// (named userHeader) first, so that a 200 fits the answer cap
+	// (Config.MaxAnswerHeaderBytes); --header values that would go past it
+	// are left out and overAnswer is told. 0: no cap.
+	userHeader string
+	maxLines   int
+	overAnswer func()
 }
 
 // maxHeaderValue is the ceiling of --max-identity-header-bytes. Nginx's
@@ -164,6 +171,7 @@ func (d *decoder) decode(data []byte) (*Session, error) {
 			break
 		}
 	}
+	lines := headerLineLen(d.userHeader, len(s.User))
 	for _, m := range d.headers {
 		v, ok := lookup(root, m.Path)
 		if !ok {
@@ -173,6 +181,14 @@ func (d *decoder) decode(data []byte) (*Session, error) {
 		if val == "" || !validHeaderValue(val) || d.over(len(val)) {
 			continue
 		}
+		n := headerLineLen(m.Header, len(val))
+		if d.maxLines > 0 && lines+n > d.maxLines {
+			if d.overAnswer != nil {
+				d.overAnswer()
+			}
+			continue
+		}
+		lines += n
 		s.Headers = append(s.Headers, Header{Name: m.Header, Value: []string{val}})
 	}
 	return s, nil

@@ -44,6 +44,14 @@ type Config struct {
 	// identity is an invalid session, a longer extra header is left out
 	// (default 2048, at most 8192).
 	MaxIdentityHeaderBytes int
+	// MaxAnswerHeaderBytes caps the whole head of a verify answer (status
+	// line, every header, the blank line), so that it always fits the
+	// proxy's buffer for an upstream's headers (Nginx's proxy_buffer_size,
+	// 4 KiB by default). Past it, --header values are left out of a 200
+	// and a 401's X-Auth-Redirect becomes the plain login URL: an answer
+	// the proxy cannot read counts as a failure of the instance, and
+	// nothing a client sends may cause one (default 4096).
+	MaxAnswerHeaderBytes int
 	// MaxPendingLoads caps the distinct Redis reads in flight; a cache miss
 	// past it answers 503 at once instead of queueing behind a slow Redis
 	// (default 1000).
@@ -148,6 +156,7 @@ func (c *Config) setDefaults() {
 	defInt(&c.MaxCookieBytes, 4096)
 	defInt(&c.MaxSessionBytes, 1<<20)
 	defInt(&c.MaxIdentityHeaderBytes, 2048)
+	defInt(&c.MaxAnswerHeaderBytes, 4096)
 	defInt(&c.MaxPendingLoads, 1000)
 	defInt(&c.CacheSize, 100000)
 	defDur(&c.CacheTTL, 5*time.Second)
@@ -193,6 +202,14 @@ func (c *Config) validate() error {
 	}
 	if c.MaxIdentityHeaderBytes < 0 || c.MaxIdentityHeaderBytes > maxHeaderValue {
 		return fmt.Errorf("identity header cap %d: want 1-%d bytes", c.MaxIdentityHeaderBytes, maxHeaderValue)
+	}
+	// What every answer must be able to carry: an identity as long as its
+	// cap, and the plain login URL.
+	if n := headerLineLen(c.UserHeader, c.MaxIdentityHeaderBytes); n > c.answerBudget() {
+		return fmt.Errorf("answer header cap %d bytes cannot hold a %d-byte %s: raise it (and the proxy's buffer for upstream headers, Nginx's proxy_buffer_size) or lower the identity header cap", c.MaxAnswerHeaderBytes, c.MaxIdentityHeaderBytes, c.UserHeader)
+	}
+	if n := headerLineLen(redirectHeader, len(c.LoginURL)); n > c.answerBudget() {
+		return fmt.Errorf("answer header cap %d bytes cannot hold the login URL (%d bytes)", c.MaxAnswerHeaderBytes, len(c.LoginURL))
 	}
 	return c.validateTokens()
 }
@@ -285,7 +302,7 @@ func (v *Verifier) Decide(ctx context.Context, q *Query) Answer {
 	case http.StatusOK:
 		a.Session = sess
 	case http.StatusUnauthorized:
-		a.Redirect = loginRedirect(t.loginURL, v.cfg.RedirectParam, q.OriginalURI)
+		a.Redirect = v.loginRedirect(t.loginURL, q.OriginalURI)
 	}
 	v.metrics.observe(reason, v.cfg.Now().Sub(start))
 	if v.log.Enabled(ctx, slog.LevelDebug) {
@@ -384,7 +401,7 @@ func (v *Verifier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if a.Reason.bearer() {
 			h["Www-Authenticate"] = bearerChallengeValue
 		} else {
-			h["X-Auth-Redirect"] = []string{a.Redirect}
+			h[redirectHeader] = []string{a.Redirect}
 		}
 	case http.StatusServiceUnavailable:
 		h["Retry-After"] = retryAfter
@@ -736,6 +753,39 @@ func (v *Verifier) maybeTouch(t *tenant, sid []byte, e *entry, s *Session, now i
 	}()
 }
 
+// answerFixedBytes is what the head of a verify answer holds besides the
+// headers authz chooses: the status line, Date, Content-Length,
+// "Connection: close" and the blank line (about 105 bytes from either
+// server), rounded up.
+const answerFixedBytes = 128
+
+// redirectHeader carries a 401's login URL.
+const redirectHeader = "X-Auth-Redirect"
+
+// answerBudget is how many bytes of header lines an answer may carry
+// besides its fixed part.
+func (c *Config) answerBudget() int { return c.MaxAnswerHeaderBytes - answerFixedBytes }
+
+// headerLineLen is the size of the line "name: value\r\n" with a value of
+// n bytes.
+func headerLineLen(name string, n int) int { return len(name) + 2 + n + 2 }
+
+// loginRedirect is the X-Auth-Redirect of a 401, within the answer cap: an original URI too long to carry (escaping can triple it)
+// gives the plain login URL, counted as a hit of the answer_header bound.
+func (v *Verifier) loginRedirect(loginURL, orig string) string {
+	budget := v.cfg.answerBudget()
+	// Escaping never shortens: a URI over the budget needs no escaping to
+	// know it cannot fit.
+	if headerLineLen(redirectHeader, len(orig)) <= budget {
+		r := loginRedirect(loginURL, v.cfg.RedirectParam, orig)
+		if headerLineLen(redirectHeader, len(r)) <= budget {
+			return r
+		}
+	}
+	v.metrics.bound("answer_header")
+	return loginURL
+}
+
 // loginRedirect is the URL a 401 should send the browser to, carrying the
 // original URI. Only a same-site path is carried over: anything that could
 // leave the site ("//evil", "/\evil", a full URL) becomes "/", so the login
@@ -758,7 +808,7 @@ func safeLocalPath(p string) bool {
 	if len(p) > 1 && (p[1] == '/' || p[1] == '\\') {
 		return false
 	}
-	return len(p) <= 2048 && validHeaderValue(p)
+	return validHeaderValue(p)
 }
 
 // Ready reports whether the session store answers.
