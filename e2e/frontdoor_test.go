@@ -101,3 +101,80 @@ func TestAdminRuleHoldsForEverySpelling(t *testing.T) {
 		}
 	}
 }
+
+// identityHeaders are the identity headers the shipped proxies pass on.
+var identityHeaders = []string{"X-Auth-User", "X-Auth-Email", "X-Auth-Roles", "X-Auth-Name"}
+
+// spellings are the ways a client can write name so that some framework
+// reads it as name: any case, and "_" for any "-" (WSGI and CGI turn both
+// into HTTP_X_AUTH_USER, and join the values: "bob,admin").
+func spellings(name string) []string {
+	parts := strings.Split(name, "-")
+	var out []string
+	for mask := 0; mask < 1<<(len(parts)-1); mask++ {
+		var b strings.Builder
+		for i, p := range parts {
+			if i > 0 {
+				if mask&(1<<(i-1)) != 0 {
+					b.WriteByte('_')
+				} else {
+					b.WriteByte('-')
+				}
+			}
+			b.WriteString(p)
+		}
+		s := b.String()
+		out = append(out, s, strings.ToLower(s), strings.ToUpper(s))
+	}
+	return out
+}
+
+// forgedHeaders is every spelling of every identity header, each with a
+// forged value, as name, value pairs.
+func forgedHeaders() []string {
+	var h []string
+	for _, name := range append(identityHeaders, "X-Auth-Redirect") {
+		for _, s := range spellings(name) {
+			h = append(h, s, "forged")
+		}
+	}
+	return h
+}
+
+// wantOnlyIdentity checks that the upstream got exactly want for each
+// identity header, under any spelling (headerValues folds case and "_"),
+// and nothing a client forged or a proxy failed to fill in.
+func wantOnlyIdentity(t *testing.T, got http.Header, want map[string]string) {
+	t.Helper()
+	for _, name := range append(identityHeaders, "X-Auth-Redirect") {
+		vs := headerValues(got, name)
+		if w, ok := want[name]; ok {
+			if len(vs) != 1 || vs[0] != w {
+				t.Errorf("upstream got %s %q, want [%s]", name, vs, w)
+			}
+		} else if len(vs) != 0 {
+			t.Errorf("upstream got %s %q, want none", name, vs)
+		}
+	}
+	for k, vs := range got {
+		for _, v := range vs {
+			if strings.Contains(v, "forged") || strings.Contains(v, "{") {
+				t.Errorf("upstream got %s: %q", k, v)
+			}
+		}
+	}
+}
+
+// TestNoSpellingForgesIdentityBehindNginx sends every spelling of every
+// identity header through the shipped nginx/ config, signed in and to a
+// public location.
+func TestNoSpellingForgesIdentityBehindNginx(t *testing.T) {
+	t.Parallel()
+	s := newSite(t, "--header", "X-Auth-Email=passport.user.email", "--header", "X-Auth-Roles=passport.user.roles", "--header", "X-Auth-Name=passport.user.name")
+	sess := s.signIn(bob) // no name in the session: X-Auth-Name is absent
+	forged := forgedHeaders()
+	wantOnlyIdentity(t, s.get("/orders", sess.cookie, forged...).echoed(t).Header,
+		map[string]string{"X-Auth-User": "bob", "X-Auth-Email": "bob@example.com", "X-Auth-Roles": "staff"})
+	wantOnlyIdentity(t, s.get("/login", "", forged...).echoed(t).Header, nil)
+	wantOnlyIdentity(t, s.get("/static/x", sess.cookie, forged...).echoed(t).Header, nil)
+}
