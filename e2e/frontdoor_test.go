@@ -81,10 +81,15 @@ func TestAdminRuleHoldsForEverySpelling(t *testing.T) {
 	s := newSite(t)
 	staff := s.signIn(bob)
 	for _, uri := range adminSpellings {
-		for who, cookie := range map[string]string{"bob (staff)": staff.cookie, "signed out": ""} {
-			r := s.get(uri, cookie)
+		for who, c := range map[string]struct {
+			cookie string
+			want   int // besides 400, a path refused whoever asks
+		}{"bob (staff)": {staff.cookie, http.StatusForbidden}, "signed out": {"", http.StatusFound}} {
+			r := s.get(uri, c.cookie)
 			if r.status == http.StatusOK {
 				t.Errorf("%s reached the upstream with %q (it got %s)", who, uri, r.body)
+			} else if r.status != c.want && r.status != http.StatusBadRequest {
+				t.Errorf("%s on %q: %d, want %d or 400", who, uri, r.status, c.want)
 			}
 		}
 	}
