@@ -134,6 +134,11 @@ func spellings(name string) []string {
 	return out
 }
 
+// oddSeparators are the characters besides "-" and "_" that HTTP allows in
+// a header name; CGI servers that map every one of them to "_" (Apache
+// 2.2, lighttpd) read X.Auth.User as X-Auth-User.
+const oddSeparators = "!#$%&'*+.^`|~"
+
 // forgedHeaders is every spelling of every identity header, each with a
 // forged value, as name, value pairs.
 func forgedHeaders() []string {
@@ -141,6 +146,9 @@ func forgedHeaders() []string {
 	for _, name := range append(identityHeaders, "X-Auth-Redirect") {
 		for _, s := range spellings(name) {
 			h = append(h, s, "forged")
+		}
+		for _, c := range oddSeparators {
+			h = append(h, strings.ReplaceAll(name, "-", string(c)), "forged")
 		}
 	}
 	return h
