@@ -73,6 +73,8 @@ type ClientSessions struct {
 type csScratch struct {
 	mac hash.Hash
 	ct  []byte
+	tmp []byte
+	iv  [aes.BlockSize]byte
 	sum [sha512.Size]byte
 	got [sha512.Size]byte
 }
@@ -194,7 +196,9 @@ func (c *ClientSessions) Lookup(lines []string) (string, bool) {
 	return findCookiesPkg(lines, c.name, false)
 }
 
-// Parse verifies value and decrypts it into dst (reused from its start).
+// Parse verifies value and decrypts it into dst, reused from its start
+// (a dst with the capacity of the longest cookie makes Parse allocate
+// nothing; a smaller one is replaced).
 // The MAC is checked in constant time before anything is decrypted. With
 // a non-zero now, a cookie whose createdAt + duration is before now is
 // refused with ErrExpired (the session's times are still returned); a zero
@@ -228,16 +232,15 @@ func (c *ClientSessions) Parse(dst []byte, value string, now time.Time) (ClientS
 	if !ok1 || !ok2 {
 		return ClientSession{}, ErrMalformed
 	}
-	var iv [aes.BlockSize]byte
 	if len(parts[0]) != encodedLen(aes.BlockSize) {
 		return ClientSession{}, ErrMalformed
 	}
+	s := c.pool.Get().(*csScratch)
+	defer c.pool.Put(s)
+	iv := s.iv[:]
 	if _, ok := decodeB64(iv[:0], parts[0], urlTable); !ok {
 		return ClientSession{}, ErrMalformed
 	}
-
-	s := c.pool.Get().(*csScratch)
-	defer c.pool.Put(s)
 	if len(parts[4]) != encodedLen(c.macLen) {
 		return ClientSession{}, ErrBadSignature
 	}
@@ -251,13 +254,13 @@ func (c *ClientSessions) Parse(dst []byte, value string, now time.Time) (ClientS
 	}
 
 	s.mac.Reset()
-	s.mac.Write(iv[:])
+	s.mac.Write(iv)
 	s.mac.Write(dot)
 	s.mac.Write(ct)
 	s.mac.Write(dot)
-	writeString(s.mac, parts[2])
+	writeString(s.mac, &s.tmp, parts[2])
 	s.mac.Write(dot)
-	writeString(s.mac, parts[3])
+	writeString(s.mac, &s.tmp, parts[3])
 	sum := s.mac.Sum(s.sum[:0])[:c.macLen]
 	if subtle.ConstantTimeCompare(sum, s.got[:c.macLen]) != 1 {
 		return ClientSession{}, ErrBadSignature
@@ -277,7 +280,7 @@ func (c *ClientSessions) Parse(dst []byte, value string, now time.Time) (ClientS
 		dst = make([]byte, len(ct))
 	}
 	dst = dst[:len(ct)]
-	prev := iv[:]
+	prev := iv
 	for i := 0; i < len(ct); i += aes.BlockSize {
 		blk := dst[i : i+aes.BlockSize]
 		c.block.Decrypt(blk, ct[i:i+aes.BlockSize])
@@ -309,18 +312,11 @@ func (c *ClientSessions) Parse(dst []byte, value string, now time.Time) (ClientS
 
 var dot = []byte{'.'}
 
-// writeString feeds s to h without converting it to a new []byte.
-func writeString(h hash.Hash, s string) {
-	if sw, ok := h.(interface{ WriteString(string) (int, error) }); ok {
-		sw.WriteString(s)
-		return
-	}
-	var buf [32]byte
-	for len(s) > 0 {
-		n := copy(buf[:], s)
-		h.Write(buf[:n])
-		s = s[n:]
-	}
+// writeString feeds s to h through tmp, a pooled buffer: converting s to
+// a []byte for an interface call would allocate each time.
+func writeString(h hash.Hash, tmp *[]byte, s string) {
+	*tmp = append((*tmp)[:0], s...)
+	h.Write(*tmp)
 }
 
 // jsInt parses a canonical non-negative decimal below 2^53 (15 digits at

@@ -54,6 +54,7 @@ type CookieSession struct {
 
 type ckScratch struct {
 	macs []hash.Hash
+	tmp  []byte
 	sum  [sha512.Size]byte
 	enc  [88]byte // base64 of the largest MAC
 }
@@ -132,7 +133,8 @@ func (c *CookieSession) Lookup(lines []string) (value, sig string, ok bool) {
 }
 
 // Parse verifies sig over "NAME=" + value with every key, in constant time,
-// and then decodes value into dst (reused from its start), returning the
+// and then decodes value into dst (reused from its start; with enough
+// capacity nothing is allocated), returning the
 // session as JSON text, always a JSON object. An empty value or signature
 // is no session (ErrMalformed, ErrBadSignature), as cookie-session treats
 // them.
@@ -155,8 +157,8 @@ func (c *CookieSession) Parse(dst []byte, value, sig string) ([]byte, error) {
 	match := 0
 	for _, h := range s.macs {
 		h.Reset()
-		writeString(h, c.prefix)
-		writeString(h, value)
+		s.tmp = append(append(s.tmp[:0], c.prefix...), value...)
+		h.Write(s.tmp)
 		enc := encodeB64(s.enc[:], h.Sum(s.sum[:0]), urlAlphabet)
 		match |= constantTimeEqualString(enc, sig)
 	}

@@ -72,6 +72,7 @@ type FastifySession struct {
 type fsScratch struct {
 	macs []hash.Hash
 	buf  []byte
+	tmp  []byte
 	sum  [sha512.Size]byte
 	enc  [88]byte
 }
@@ -175,7 +176,7 @@ func (f *FastifySession) Parse(value string) (string, error) {
 	match := 0
 	for _, h := range s.macs {
 		h.Reset()
-		writeString(h, sid)
+		writeString(h, &s.tmp, sid)
 		enc := encodeB64(s.enc[:], h.Sum(s.sum[:0]), stdAlphabet)
 		match |= constantTimeEqualString(enc, mac)
 	}
