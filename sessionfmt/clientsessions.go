@@ -319,11 +319,11 @@ func writeString(h hash.Hash, tmp *[]byte, s string) {
 	h.Write(*tmp)
 }
 
-// jsInt parses a canonical non-negative decimal below 2^53 (15 digits at
-// most): the only text for which String(parseInt(s, 10)) == s and the
-// number is exact in JavaScript.
+// jsInt parses a canonical non-negative decimal below 2^53: the only text
+// for which String(parseInt(s, 10)) == s and the number is exact in
+// JavaScript.
 func jsInt(s string) (int64, bool) {
-	if len(s) == 0 || len(s) > 15 || (len(s) > 1 && s[0] == '0') {
+	if len(s) == 0 || len(s) > 16 || (len(s) > 1 && s[0] == '0') {
 		return 0, false
 	}
 	var n int64
@@ -333,6 +333,9 @@ func jsInt(s string) (int64, bool) {
 			return 0, false
 		}
 		n = n*10 + int64(c-'0')
+	}
+	if n >= 1<<53 {
+		return 0, false
 	}
 	return n, true
 }
