@@ -579,7 +579,7 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKin
 	defer v.pending.Add(-1)
 	data, ttl, err := k.read(v, ctx, t, key)
 	now := v.cfg.Now().UnixNano()
-	if err != nil && !errors.Is(err, errNotFound) && !errors.Is(err, errRevoked) && !errors.Is(err, errTooLarge) {
+	if err != nil && !isAnswer(err) {
 		v.breaker.failure(now)
 	} else {
 		v.breaker.success()
@@ -599,6 +599,9 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKin
 	case errors.Is(err, errTooLarge):
 		v.log.Warn(k.doc+" over the size cap", "err", err)
 		return negative(k.tooLarge)
+	case errors.Is(err, errWrongType):
+		v.log.Warn("unreadable "+k.doc, "tenant", t.name, k.label, k.logID(key), "err", err)
+		return negative(k.invalid)
 	case err != nil:
 		v.metrics.redisErrors.WithLabelValues("load").Inc()
 		v.log.Warn(k.label+" store unavailable", "err", err)
@@ -628,6 +631,13 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKin
 	}
 	v.put(key, e, gen, now)
 	return e, nil
+}
+
+// isAnswer reports whether a read's error is what Redis holds (nothing, a
+// revoked, oversized or unreadable value): an answer about the session,
+// not a failure of the store, so it never feeds the breaker.
+func isAnswer(err error) bool {
+	return errors.Is(err, errNotFound) || errors.Is(err, errRevoked) || errors.Is(err, errTooLarge) || errors.Is(err, errWrongType)
 }
 
 // SetStaleGuard sets what StaleIfError asks before serving a stale allow:

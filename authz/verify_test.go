@@ -201,13 +201,13 @@ func TestVerifyExpiry(t *testing.T) {
 func TestVerifyCache(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.CacheTTL = time.Hour; c.NegativeCacheTTL = time.Hour })
 	sid, c := f.session(bobJSON, time.Hour)
-	gets := f.calls("get")
+	gets := f.calls("getrange")
 	for range 5 {
 		if w := f.verify(c, ""); w.Code != 200 {
 			t.Fatalf("status %d", w.Code)
 		}
 	}
-	if n := f.calls("get") - gets; n != 1 {
+	if n := f.calls("getrange") - gets; n != 1 {
 		t.Fatalf("5 requests made %d GETs; want 1", n)
 	}
 
@@ -224,11 +224,11 @@ func TestVerifyCache(t *testing.T) {
 	}
 
 	// Negative cache: the same dead cookie reaches Redis once.
-	gets = f.calls("get")
+	gets = f.calls("getrange")
 	for range 5 {
 		f.verify(c, "")
 	}
-	if n := f.calls("get") - gets; n != 0 {
+	if n := f.calls("getrange") - gets; n != 0 {
 		t.Fatalf("dead cookie made %d GETs; want 0 (negatively cached)", n)
 	}
 
@@ -246,7 +246,7 @@ func TestVerifySingleflight(t *testing.T) {
 	_, c := f.session(bobJSON, time.Hour)
 	// Make the load slow enough that the misses overlap: CLIENT PAUSE holds
 	// every client's commands in Redis until it ends.
-	gets := f.calls("get")
+	gets := f.calls("getrange")
 	admin := f.redis.Client()
 	if err := admin.Do(context.Background(), "CLIENT", "PAUSE", "300", "WRITE").Err(); err != nil {
 		t.Fatal(err)
@@ -265,7 +265,7 @@ func TestVerifySingleflight(t *testing.T) {
 			t.Fatalf("request %d: %d", i, code)
 		}
 	}
-	if n := f.calls("get") - gets; n != 1 {
+	if n := f.calls("getrange") - gets; n != 1 {
 		t.Fatalf("50 concurrent misses made %d GETs; want 1", n)
 	}
 }
