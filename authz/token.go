@@ -154,6 +154,7 @@ var tokenKind = &entryKind{
 	notFound: ReasonTokenNotFound, tooLarge: ReasonInvalidToken,
 	invalid: ReasonInvalidToken, anonymous: ReasonInvalidToken,
 	noUser: errNoTokenUser,
+	decode: (*decoder).decode,
 }
 
 // readToken returns the document stored for a token hash and the key's

@@ -515,6 +515,8 @@ type entryKind struct {
 	noUser error
 	// expires: with EnforceExpires, cookie.expires bounds the entry.
 	expires bool
+	// decode reads a stored value of the kind.
+	decode func(d *decoder, data []byte) (*Session, error)
 }
 
 var sessionKind = &entryKind{
@@ -527,6 +529,7 @@ var sessionKind = &entryKind{
 	notFound: ReasonNotFound, tooLarge: ReasonSessionTooLarge,
 	invalid: ReasonInvalidSession, anonymous: ReasonAnonymous,
 	expires: true,
+	decode:  (*decoder).decodeSession,
 }
 
 // lookup returns the entry for key (a session id, or a token's cache key)
@@ -607,7 +610,7 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKin
 		v.log.Warn(k.label+" store unavailable", "err", err)
 		return nil, err
 	}
-	s, err := t.decoder.decode(data)
+	s, err := k.decode(&t.decoder, data)
 	if err == nil && s.User == "" && k.noUser != nil {
 		err = k.noUser
 	}

@@ -105,11 +105,11 @@ func TestVerifyAnswers(t *testing.T) {
 	_, bob := f.session(bobJSON, time.Hour)
 	_, anon := f.session(`{"cookie":{"originalMaxAge":null},"passport":{}}`, time.Hour)
 	_, notJSON := f.session(`<html>`, time.Hour)
-	_, wrongType := f.session(`{"passport":{"user":[1,2]}}`, time.Hour)
-	_, crlf := f.session(`{"passport":{"user":"x\r\nX-Auth-User: admin"}}`, time.Hour)
-	_, huge := f.session(`{"passport":{"user":"h"},"pad":"`+strings.Repeat("x", 2<<20)+`"}`, time.Hour)
-	_, big := f.session(`{"passport":{"user":"b"},"pad":"`+strings.Repeat("x", 900<<10)+`"}`, time.Hour)
-	_, number := f.session(`{"user":{"id":0.36535326065695717}}`, time.Hour)
+	_, wrongType := f.session(`{"cookie":{},"passport":{"user":[1,2]}}`, time.Hour)
+	_, crlf := f.session(`{"cookie":{},"passport":{"user":"x\r\nX-Auth-User: admin"}}`, time.Hour)
+	_, huge := f.session(`{"cookie":{},"passport":{"user":"h"},"pad":"`+strings.Repeat("x", 2<<20)+`"}`, time.Hour)
+	_, big := f.session(`{"cookie":{},"passport":{"user":"b"},"pad":"`+strings.Repeat("x", 900<<10)+`"}`, time.Hour)
+	_, number := f.session(`{"cookie":{},"user":{"id":0.36535326065695717}}`, time.Hour)
 	missing := Sign("neverstoredneverstoredneverstore", testSecret)
 
 	tests := []struct {
@@ -232,8 +232,8 @@ func TestVerifyCache(t *testing.T) {
 		t.Fatalf("dead cookie made %d GETs; want 0 (negatively cached)", n)
 	}
 
-	_, c1 := f.session(`{"passport":{"user":"carol"}}`, time.Hour)
-	_, c2 := f.session(`{"passport":{"user":"carol"}}`, time.Hour)
+	_, c1 := f.session(`{"cookie":{},"passport":{"user":"carol"}}`, time.Hour)
+	_, c2 := f.session(`{"cookie":{},"passport":{"user":"carol"}}`, time.Hour)
 	f.verify(c1, "")
 	f.verify(c2, "")
 	if n := f.v.InvalidateUser("", "carol"); n != 2 {
