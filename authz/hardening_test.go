@@ -90,3 +90,50 @@ func TestHugeValueIsRefusedUnread(t *testing.T) {
 		t.Errorf("Redis sent %d bytes for a user-wide logout: the huge value crossed the network", sent)
 	}
 }
+
+// An Express request in flight during a logout saves the session back.
+// authz refused it already; now it ends it for everyone (apps reading the
+// session themselves see it gone) and for as long as the key could live:
+// before, the key stayed, and its TTL, reset by the late save, outlived the
+// marker set at logout.
+func TestLateSaveAfterLogoutIsEndedAgain(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.StoreTTL = time.Hour })
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name string
+		ttl  time.Duration // of the late save; 0: none
+	}{
+		{"save with a TTL past the marker's", 30 * 24 * time.Hour},
+		{"save without TTL", 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sid, cookie := f.session(aliceJSON, time.Hour)
+			if w := f.verify(cookie, ""); w.Code != 200 {
+				t.Fatalf("before logout: %d", w.Code)
+			}
+			if _, err := f.v.RevokeSession(ctx, "", sid); err != nil {
+				t.Fatal(err)
+			}
+			f.v.Invalidate(sid)
+			if err := f.rdb.Set(ctx, "sess:"+sid, aliceJSON, tt.ttl).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if w := f.verify(cookie, ""); w.Code != 401 {
+				t.Fatalf("after the late save: %d; want 401", w.Code)
+			}
+			if n := f.rdb.Exists(ctx, "sess:"+sid).Val(); n != 0 {
+				t.Errorf("the session saved back after logout is still in Redis for apps to read")
+			}
+			marker := f.rdb.PTTL(ctx, "authz:revoked:sess:"+sid).Val()
+			switch {
+			case tt.ttl == 0 && marker != -1:
+				t.Errorf("marker TTL %v; want none, as the key had none", marker)
+			case tt.ttl > 0 && marker < tt.ttl-time.Minute:
+				t.Errorf("marker TTL %v; want at least the key's %v", marker, tt.ttl)
+			}
+		})
+	}
+	if got := testutil.ToFloat64(f.v.metrics.endedAgain.WithLabelValues("ok")); got != 2 {
+		t.Errorf("authz_sessions_ended_again_total{result=ok} = %v; want 2", got)
+	}
+}

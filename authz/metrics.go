@@ -21,6 +21,7 @@ type metrics struct {
 	reloads     *prometheus.CounterVec
 	bounds      *prometheus.CounterVec
 	staleServed prometheus.Counter
+	endedAgain  *prometheus.CounterVec
 }
 
 // bound counts a request that hit one of the caps (docs/configuration.md#bounds).
@@ -73,8 +74,13 @@ func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, 
 	m.staleServed = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "authz_stale_allows_total", Help: "Allows served from a cache entry past its TTL because Redis could not be read (--stale-if-error).",
 	})
+	m.endedAgain = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "authz_sessions_ended_again_total", Help: "Sessions found saved back after their logout (with their revocation marker) and deleted again, by result (ok, error).",
+	}, []string{"result"})
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("error")
+	m.endedAgain.WithLabelValues("ok")
+	m.endedAgain.WithLabelValues("error")
 	for _, r := range allReasons {
 		m.requests[r] = requests.WithLabelValues(r.Outcome(), string(r))
 		m.duration[r.Outcome()] = duration.WithLabelValues(r.Outcome())
@@ -84,7 +90,7 @@ func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, 
 	}
 	cs := []prometheus.Collector{
 		requests, duration, m.cacheHits, m.cacheMisses, m.redisErrors, m.touches, m.invalidated,
-		m.tenants, m.reloads, m.bounds, m.staleServed,
+		m.tenants, m.reloads, m.bounds, m.staleServed, m.endedAgain,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "authz_cache_entries", Help: "Entries in the local session cache, including negative ones.",
 		}, func() float64 { return float64(c.len()) }),

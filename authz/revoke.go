@@ -26,6 +26,17 @@ import (
 // again, but authz checks the marker in the same round trip as the session
 // and refuses it. Sessions created later have new ids and no marker.
 
+// endedAgain counts and logs a session store.endAgain ended once more.
+func (v *Verifier) endedAgain(err error) {
+	if err != nil {
+		v.metrics.endedAgain.WithLabelValues("error").Inc()
+		v.metrics.redisErrors.WithLabelValues("load").Inc()
+		v.log.Warn("a logged-out session saved back by an app could not be deleted again; authz still refuses it", "err", err)
+		return
+	}
+	v.metrics.endedAgain.WithLabelValues("ok").Inc()
+}
+
 // ParseSessionRef turns what an operator pastes (a session id, or a cookie
 // value, raw or percent-encoded) into a session id. A cookie value must be
 // signed by one of the tenant's secrets. tenant is "" without a tenant file.

@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -29,6 +30,11 @@ type store struct {
 	maxBytes int
 	// revokedPrefix + prefix + sid marks a session a logout ended.
 	revokedPrefix string
+	// storeTTL is connect-redis's ttl: what a late save of a session
+	// without maxAge gives its key (see endAgain).
+	storeTTL time.Duration
+	// onEndAgain is told how each endAgain went (nil: ended).
+	onEndAgain func(error)
 }
 
 func (s *store) revokedKey(sid string) string { return s.revokedPrefix + s.prefix + sid }
@@ -47,10 +53,20 @@ func (s *store) load(ctx context.Context, sid string) ([]byte, time.Duration, er
 	if _, err := pipe.Exec(ctx); err != nil && !isWrongType(err) {
 		return nil, 0, fmt.Errorf("load session %s: %w", shortHash(sid), err)
 	}
+	data, err := capped(get, s.maxBytes)
 	if revoked.Val() > 0 {
+		if d := ttl.Val(); d != -2 && !errors.Is(err, errNotFound) {
+			// The key is back after its logout: an app saved it late.
+			// Its own deadline: the read may have used most of ctx's.
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+			err := s.endAgain(ctx, sid, d, data)
+			cancel()
+			if s.onEndAgain != nil {
+				s.onEndAgain(err) // refused either way: the answer stays "revoked"
+			}
+		}
 		return nil, 0, errRevoked
 	}
-	data, err := capped(get, s.maxBytes)
 	if err != nil {
 		return nil, 0, fmt.Errorf("load session %s: %w", shortHash(sid), err)
 	}
@@ -60,6 +76,59 @@ func (s *store) load(ctx context.Context, sid string) ([]byte, time.Duration, er
 		return nil, 0, errNotFound
 	}
 	return data, d, nil
+}
+
+// endAgain ends a session found together with its revocation marker: an
+// Express request in flight during the logout saved it back. authz refuses
+// it already, but apps reading the session themselves would not, and the
+// key's TTL, reset by the save and slid by later touches, could outlive the
+// marker, whose TTL was fixed at logout. So the marker is first made to
+// last at least as long as the key could (its remaining TTL, the cookie's
+// maxAge or the store TTL a further late save would give it; forever for
+// a key without TTL), then the key is deleted, as the logout did.
+//
+// Marker and key are in different hash slots on a cluster, so no script
+// can do both atomically; none is needed. A marked id is dead for good
+// (session ids are never reused), so deleting its key is right whenever a
+// marker was seen, even if the marker expired since; and extending the
+// marker before the DEL (in order: one pipeline on one connection, two
+// round trips on a cluster, as revoke does) means no save after the DEL can
+// outlive it. The extension only ever lengthens the marker (SET NX then
+// PEXPIRE GT, or PERSIST): two instances doing this at once agree.
+func (s *store) endAgain(ctx context.Context, sid string, pttl time.Duration, data []byte) error {
+	var maxAge time.Duration
+	if root, err := parseJSON(data); err == nil {
+		if c, ok := root["cookie"].(map[string]any); ok {
+			if n, ok := c["originalMaxAge"].(json.Number); ok {
+				if ms, err := n.Int64(); err == nil && ms > 0 {
+					maxAge = time.Duration(ms) * time.Millisecond
+				}
+			}
+		}
+	}
+	marker := s.revokedKey(sid)
+	pipe := s.rdb.Pipeline()
+	if pttl == -1 {
+		pipe.SetNX(ctx, marker, "1", 0)
+		pipe.Persist(ctx, marker)
+	} else {
+		// A whole second more than the key: PEXPIRE's clock and the
+		// key's are the same, but the key may be saved again right now.
+		ttl := max(pttl, maxAge, s.storeTTL) + time.Second
+		pipe.SetNX(ctx, marker, "1", ttl)
+		pipe.Do(ctx, "PEXPIRE", marker, ttl.Milliseconds(), "GT")
+	}
+	if _, cluster := s.rdb.(*redis.ClusterClient); cluster {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("extend marker: %w", err)
+		}
+		pipe = s.rdb.Pipeline()
+	}
+	pipe.Del(ctx, s.prefix+sid)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("extend marker and delete: %w", err)
+	}
+	return nil
 }
 
 // getCapped queues a read of key's value that moves at most maxBytes+1

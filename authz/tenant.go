@@ -208,7 +208,8 @@ func (v *Verifier) buildTenant(t Tenant) (*tenant, error) {
 			overCap:        func() { v.metrics.bound("identity_header") },
 		},
 		store: store{rdb: v.rdb, prefix: t.KeyPrefix, timeout: cfg.RedisTimeout,
-			maxBytes: cfg.MaxSessionBytes, revokedPrefix: cfg.RevokedPrefix},
+			maxBytes: cfg.MaxSessionBytes, revokedPrefix: cfg.RevokedPrefix,
+			storeTTL: cfg.StoreTTL, onEndAgain: v.endedAgain},
 		loginURL:    t.LoginURL,
 		tokenPrefix: tokenPrefix,
 	}, nil
