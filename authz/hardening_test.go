@@ -3,10 +3,15 @@ package authz
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/authz/authz/internal/testenv"
+	"github.com/authz/authz/logout"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -135,5 +140,112 @@ func TestLateSaveAfterLogoutIsEndedAgain(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(f.v.metrics.endedAgain.WithLabelValues("ok")); got != 2 {
 		t.Errorf("authz_sessions_ended_again_total{result=ok} = %v; want 2", got)
+	}
+}
+
+// lockedPub is a Publisher safe for concurrent logouts.
+type lockedPub struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (p *lockedPub) Publish(context.Context, logout.Event) (int64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.n++
+	return 1, nil
+}
+
+// manySessions stores n sessions of nobody in particular, so that a walk
+// takes many SCAN steps.
+func (f *fixture) manySessions(n int) {
+	f.t.Helper()
+	pipe := f.rdb.Pipeline()
+	for i := range n {
+		pipe.Set(context.Background(), fmt.Sprintf("sess:many%028d", i), `{"cookie":{},"passport":{"user":"someone"}}`, time.Hour)
+	}
+	if _, err := pipe.Exec(context.Background()); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func postLogout(h http.Handler, ctx context.Context, cookie string) int {
+	req := httptest.NewRequestWithContext(ctx, http.MethodPost, "http://app.example/logout?everywhere=1", nil)
+	req.Header.Set("Cookie", "connect.sid="+cookie)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	return w.Code
+}
+
+// Concurrent user-wide logouts of one user share one walk of the keyspace:
+// before, each request walked every session key itself (six at once, six
+// walks).
+func TestUserLogoutsShareOneWalk(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	f.manySessions(20000)
+	// What one walk costs.
+	scans := f.calls("scan")
+	if _, err := f.v.RevokeUser(ctx, "", "nobody"); err != nil {
+		t.Fatal(err)
+	}
+	oneWalk := f.calls("scan") - scans
+
+	_, cookie := f.session(aliceJSON, time.Hour)
+	_, other := f.session(aliceJSON, time.Hour)
+	h := f.v.LogoutHandler(&lockedPub{}, LogoutConfig{})
+	scans = f.calls("scan")
+	var wg sync.WaitGroup
+	codes := make([]int, 6)
+	for i := range codes {
+		wg.Go(func() { codes[i] = postLogout(h, ctx, cookie) })
+	}
+	wg.Wait()
+	for i, c := range codes {
+		if c != http.StatusSeeOther {
+			t.Errorf("logout %d: %d; want 303", i, c)
+		}
+	}
+	// SCAN's COUNT is a hint: the same keyspace may take a step more.
+	if n := f.calls("scan") - scans; n >= 2*oneWalk {
+		t.Errorf("six concurrent logouts of one user made %d SCAN calls; one walk makes %d", n, oneWalk)
+	}
+	if w := f.verify(other, ""); w.Code != 401 {
+		t.Errorf("alice's other session: %d; want 401", w.Code)
+	}
+	if got := testutil.ToFloat64(f.v.userWalks.done.WithLabelValues("ok")); got < 1 || got > 2 {
+		t.Errorf("walks done = %v", got)
+	}
+}
+
+// A walk stops when every request waiting for it has gone, and goes on
+// while one still waits.
+func TestUserLogoutWalkCancelledWithItsRequests(t *testing.T) {
+	f := newFixture(t, nil)
+	f.manySessions(60000)
+	_, cookie := f.session(aliceJSON, time.Hour)
+	h := f.v.LogoutHandler(&lockedPub{}, LogoutConfig{})
+	scans := f.calls("scan")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() { done <- postLogout(h, ctx, cookie) }()
+	testenv.WaitFor(t, 5*time.Second, "the walk to start", func() bool { return f.calls("scan") > scans+1 })
+	cancel()
+	<-done
+	testenv.WaitFor(t, 5*time.Second, "the walk to stop", func() bool {
+		return testutil.ToFloat64(f.v.userWalks.running) == 0
+	})
+	if got := testutil.ToFloat64(f.v.userWalks.done.WithLabelValues("cancelled")); got != 1 {
+		t.Errorf("walks cancelled = %v; want 1", got)
+	}
+	// A complete logout after the abandoned one ends the session.
+	if code := postLogout(h, context.Background(), cookie); code != http.StatusSeeOther {
+		t.Fatalf("logout: %d", code)
+	}
+	if w := f.verify(cookie, ""); w.Code != 401 {
+		t.Errorf("after logout: %d; want 401", w.Code)
+	}
+	if got := testutil.ToFloat64(f.v.userWalks.done.WithLabelValues("ok")); got > 1 {
+		t.Errorf("walks done = %v; want at most 1 (none if the abandoned walk had reached the session)", got)
 	}
 }
