@@ -82,7 +82,7 @@ func TestHugeValueIsRefusedUnread(t *testing.T) {
 	if w := f.verify(alice, ""); w.Code != 200 {
 		t.Errorf("another user after them: %d; want 200 (the breaker must not have opened)", w.Code)
 	}
-	if opens := f.v.breaker.opens.Load(); opens != 0 {
+	if opens := f.v.breakers.opens(); opens != 0 {
 		t.Errorf("the breaker opened %d times", opens)
 	}
 	// A user-wide logout walks every session: the huge one is skipped

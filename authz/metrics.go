@@ -30,7 +30,7 @@ func (m *metrics) bound(name string) { m.bounds.WithLabelValues(name).Inc() }
 // boundNames are the caps authz_bounds_hit_total counts.
 var boundNames = []string{"cookie", "session", "identity_header", "pending_loads", "request_header"}
 
-func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, b *breaker, now func() time.Time) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, b *breakers, now func() time.Time) (*metrics, error) {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "authz_verify_requests_total",
 		Help: "Verify requests by outcome (allowed, unauthenticated, forbidden, unavailable, misconfigured) and reason.",
@@ -99,16 +99,16 @@ func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, 
 		}, func() float64 { return float64(c.evictions.Load()) }),
 		poolCollector{rdb},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "authz_redis_breaker_open", Help: "1 while the Redis circuit is open: loads fail at once instead of after the timeout.",
+			Name: "authz_redis_breaker_open", Help: "1 while the Redis circuit is open (on a cluster, any master's): loads fail at once instead of after the timeout.",
 		}, func() float64 {
-			if b.open(now().UnixNano()) {
+			if b.anyOpen(now().UnixNano()) {
 				return 1
 			}
 			return 0
 		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "authz_redis_breaker_opens_total", Help: "Times the Redis circuit opened after consecutive failures.",
-		}, func() float64 { return float64(b.opens.Load()) }),
+		}, func() float64 { return float64(b.opens()) }),
 	}
 	for _, x := range cs {
 		if err := reg.Register(x); err != nil {

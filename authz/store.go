@@ -51,7 +51,15 @@ func (s *store) load(ctx context.Context, sid string) ([]byte, time.Duration, er
 	ttl := pipe.PTTL(ctx, key)
 	revoked := pipe.Exists(ctx, s.revokedKey(sid))
 	if _, err := pipe.Exec(ctx); err != nil && !isWrongType(err) {
-		return nil, 0, fmt.Errorf("load session %s: %w", shortHash(sid), err)
+		// Name the key that failed: on a cluster the marker may be on
+		// another master than the session (see breakers).
+		failed := &keyError{key: key, err: err}
+		if get.Err() == nil && ttl.Err() == nil {
+			failed.key = s.revokedKey(sid)
+		} else if e := get.Err(); e != nil && !isWrongType(e) {
+			failed.err = e
+		}
+		return nil, 0, fmt.Errorf("load session %s: %w", shortHash(sid), failed)
 	}
 	data, err := capped(get, s.maxBytes)
 	if revoked.Val() > 0 {

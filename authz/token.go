@@ -155,6 +155,9 @@ var tokenKind = &entryKind{
 	invalid: ReasonInvalidToken, anonymous: ReasonInvalidToken,
 	noUser: errNoTokenUser,
 	decode: (*decoder).decode,
+	redisKeys: func(t *tenant, key string) []string {
+		return []string{t.tokenPrefix + key[1:]}
+	},
 }
 
 // readToken returns the document stored for a token hash and the key's

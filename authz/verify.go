@@ -216,8 +216,8 @@ type Verifier struct {
 	touches chan struct{}
 	// bypass turns the cache off while the logout subscription is down:
 	// what is not heard cannot be trusted.
-	bypass  atomic.Bool
-	breaker breaker
+	bypass   atomic.Bool
+	breakers *breakers
 	// staleGuard vouches for StaleIfError (see stale).
 	staleGuard atomic.Pointer[func(prefix string) bool]
 	// pending counts distinct Redis reads in flight (MaxPendingLoads).
@@ -236,14 +236,14 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, log *
 		return nil, err
 	}
 	v := &Verifier{
-		cfg:     cfg,
-		rdb:     rdb,
-		cache:   newCache(cfg.CacheSize),
-		breaker: breaker{failures: int32(cfg.BreakerFailures), cooldown: int64(cfg.BreakerCooldown)},
-		log:     log,
-		touches: make(chan struct{}, 64),
+		cfg:      cfg,
+		rdb:      rdb,
+		cache:    newCache(cfg.CacheSize),
+		breakers: newBreakers(rdb, cfg.BreakerFailures, cfg.BreakerCooldown),
+		log:      log,
+		touches:  make(chan struct{}, 64),
 	}
-	m, err := newMetrics(reg, v.cache, rdb, &v.breaker, cfg.Now)
+	m, err := newMetrics(reg, v.cache, rdb, v.breakers, cfg.Now)
 	if err != nil {
 		return nil, err
 	}
@@ -522,6 +522,9 @@ type entryKind struct {
 	expires bool
 	// decode reads a stored value of the kind.
 	decode func(d *decoder, data []byte) (*Session, error)
+	// redisKeys are the (one or two) Redis keys read reads for key, whose
+	// masters' breakers it answers to.
+	redisKeys func(t *tenant, key string) []string
 }
 
 var sessionKind = &entryKind{
@@ -535,6 +538,9 @@ var sessionKind = &entryKind{
 	invalid: ReasonInvalidSession, anonymous: ReasonAnonymous,
 	expires: true,
 	decode:  (*decoder).decodeSession,
+	redisKeys: func(t *tenant, sid string) []string {
+		return []string{t.store.prefix + sid, t.store.revokedKey(sid)}
+	},
 }
 
 // lookup returns the entry for key (a session id, or a token's cache key)
@@ -578,8 +584,25 @@ func (v *Verifier) load(ctx context.Context, t *tenant, key []byte, k *entryKind
 }
 
 func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKind, gen uint64) (*entry, error) {
-	if v.breaker.open(v.cfg.Now().UnixNano()) {
-		return nil, errBreakerOpen
+	// The breakers of the masters the read touches: on a cluster, each
+	// of its keys' (the session's and its marker's may be on two); else
+	// the one.
+	var bs [2]*breaker
+	var rkeys []string
+	n := 1
+	if v.breakers.cluster == nil {
+		bs[0] = &v.breakers.one
+	} else {
+		rkeys = k.redisKeys(t, key)
+		n = len(rkeys)
+		for i, rk := range rkeys {
+			bs[i] = v.breakers.forKey(ctx, rk)
+		}
+	}
+	for _, b := range bs[:n] {
+		if b.open(v.cfg.Now().UnixNano()) {
+			return nil, errBreakerOpen
+		}
 	}
 	if !v.acquireLoad() {
 		return nil, errOverloaded
@@ -588,9 +611,24 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKin
 	data, ttl, err := k.read(v, ctx, t, key)
 	now := v.cfg.Now().UnixNano()
 	if err != nil && !isAnswer(err) {
-		v.breaker.failure(now)
+		// Only the master that failed is counted against, when the
+		// read says which.
+		var ke *keyError
+		named := errors.As(err, &ke)
+		failed := false
+		for i, b := range bs[:n] {
+			if rkeys == nil || !named || ke.key == rkeys[i] {
+				b.failure(now)
+				failed = true
+			}
+		}
+		if !failed {
+			bs[0].failure(now)
+		}
 	} else {
-		v.breaker.success()
+		for _, b := range bs[:n] {
+			b.success()
+		}
 	}
 	negative := func(r Reason) (*entry, error) {
 		e := &entry{tenant: t, reason: r, until: now + int64(v.cfg.NegativeCacheTTL)}
@@ -734,17 +772,18 @@ func (v *Verifier) maybeTouch(t *tenant, sid []byte, e *entry, s *Session, now i
 		undo()
 		return
 	}
-	if v.breaker.open(now) {
+	id := string(sid)
+	b := v.breakers.forKey(context.Background(), t.store.prefix+id)
+	if b.open(now) {
 		<-v.touches
 		undo()
 		return
 	}
-	id := string(sid)
 	go func() {
 		defer func() { <-v.touches }()
 		if err := t.store.touch(context.Background(), id, ttl); err != nil {
 			undo()
-			v.breaker.failure(v.cfg.Now().UnixNano())
+			b.failure(v.cfg.Now().UnixNano())
 			v.metrics.redisErrors.WithLabelValues("touch").Inc()
 			v.log.Warn("sliding expiry failed", "err", err)
 			return

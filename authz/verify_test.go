@@ -407,8 +407,8 @@ func TestBreakerFailsFastWhileRedisIsDown(t *testing.T) {
 	if n := loadErrors(); n != 3 {
 		t.Fatalf("%v Redis load attempts failed; want 3, then the circuit open", n)
 	}
-	if f.v.breaker.opens.Load() != 1 {
-		t.Fatalf("circuit opened %d times; want 1", f.v.breaker.opens.Load())
+	if f.v.breakers.opens() != 1 {
+		t.Fatalf("circuit opened %d times; want 1", f.v.breakers.opens())
 	}
 	f.redis.Start()
 	_, c := f.session(bobJSON, time.Hour)
