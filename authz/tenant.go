@@ -211,7 +211,8 @@ func (v *Verifier) buildTenant(t Tenant) (*tenant, error) {
 			overAnswer:     func() { v.metrics.bound("answer_header") },
 		},
 		store: store{rdb: v.rdb, prefix: t.KeyPrefix, timeout: cfg.RedisTimeout,
-			maxBytes: cfg.MaxSessionBytes, revokedPrefix: cfg.RevokedPrefix},
+			maxBytes: cfg.MaxSessionBytes, revokedPrefix: cfg.RevokedPrefix,
+			storeTTL: cfg.StoreTTL, onEndAgain: v.endedAgain},
 		loginURL:    t.LoginURL,
 		tokenPrefix: tokenPrefix,
 	}, nil

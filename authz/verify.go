@@ -233,12 +233,14 @@ type Verifier struct {
 	touches chan struct{}
 	// bypass turns the cache off while the logout subscription is down:
 	// what is not heard cannot be trusted.
-	bypass  atomic.Bool
-	breaker breaker
+	bypass   atomic.Bool
+	breakers *breakers
 	// staleGuard vouches for StaleIfError (see stale).
 	staleGuard atomic.Pointer[func(prefix string) bool]
 	// pending counts distinct Redis reads in flight (MaxPendingLoads).
 	pending atomic.Int64
+	// userWalks shares and bounds user-wide logouts (logout.go).
+	userWalks *userWalks
 	// rateLogged rate-limits the log lines a client can cause at will, such
 	// as an unknown host (unix nanoseconds of the last one).
 	rateLogged atomic.Int64
@@ -251,18 +253,21 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, log *
 		return nil, err
 	}
 	v := &Verifier{
-		cfg:     cfg,
-		rdb:     rdb,
-		cache:   newCache(cfg.CacheSize),
-		breaker: breaker{failures: int32(cfg.BreakerFailures), cooldown: int64(cfg.BreakerCooldown)},
-		log:     log,
-		touches: make(chan struct{}, 64),
+		cfg:      cfg,
+		rdb:      rdb,
+		cache:    newCache(cfg.CacheSize),
+		breakers: newBreakers(rdb, cfg.BreakerFailures, cfg.BreakerCooldown),
+		log:      log,
+		touches:  make(chan struct{}, 64),
 	}
-	m, err := newMetrics(reg, v.cache, rdb, &v.breaker, cfg.Now)
+	m, err := newMetrics(reg, v.cache, rdb, v.breakers, cfg.Now)
 	if err != nil {
 		return nil, err
 	}
 	v.metrics = m
+	if v.userWalks, err = newUserWalks(reg); err != nil {
+		return nil, err
+	}
 	if err := v.SetTenants(cfg.Tenants); err != nil {
 		return nil, err
 	}
@@ -532,6 +537,11 @@ type entryKind struct {
 	noUser error
 	// expires: with EnforceExpires, cookie.expires bounds the entry.
 	expires bool
+	// decode reads a stored value of the kind.
+	decode func(d *decoder, data []byte) (*Session, error)
+	// redisKeys are the (one or two) Redis keys read reads for key, whose
+	// masters' breakers it answers to.
+	redisKeys func(t *tenant, key string) []string
 }
 
 var sessionKind = &entryKind{
@@ -544,6 +554,10 @@ var sessionKind = &entryKind{
 	notFound: ReasonNotFound, tooLarge: ReasonSessionTooLarge,
 	invalid: ReasonInvalidSession, anonymous: ReasonAnonymous,
 	expires: true,
+	decode:  (*decoder).decodeSession,
+	redisKeys: func(t *tenant, sid string) []string {
+		return []string{t.store.prefix + sid, t.store.revokedKey(sid)}
+	},
 }
 
 // lookup returns the entry for key (a session id, or a token's cache key)
@@ -587,8 +601,25 @@ func (v *Verifier) load(ctx context.Context, t *tenant, key []byte, k *entryKind
 }
 
 func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKind, gen uint64) (*entry, error) {
-	if v.breaker.open(v.cfg.Now().UnixNano()) {
-		return nil, errBreakerOpen
+	// The breakers of the masters the read touches: on a cluster, each
+	// of its keys' (the session's and its marker's may be on two); else
+	// the one.
+	var bs [2]*breaker
+	var rkeys []string
+	n := 1
+	if v.breakers.cluster == nil {
+		bs[0] = &v.breakers.one
+	} else {
+		rkeys = k.redisKeys(t, key)
+		n = len(rkeys)
+		for i, rk := range rkeys {
+			bs[i] = v.breakers.forKey(ctx, rk)
+		}
+	}
+	for _, b := range bs[:n] {
+		if b.open(v.cfg.Now().UnixNano()) {
+			return nil, errBreakerOpen
+		}
 	}
 	if !v.acquireLoad() {
 		return nil, errOverloaded
@@ -596,10 +627,25 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKin
 	defer v.pending.Add(-1)
 	data, ttl, err := k.read(v, ctx, t, key)
 	now := v.cfg.Now().UnixNano()
-	if err != nil && !errors.Is(err, errNotFound) && !errors.Is(err, errRevoked) && !errors.Is(err, errTooLarge) {
-		v.breaker.failure(now)
+	if err != nil && !isAnswer(err) {
+		// Only the master that failed is counted against, when the
+		// read says which.
+		var ke *keyError
+		named := errors.As(err, &ke)
+		failed := false
+		for i, b := range bs[:n] {
+			if rkeys == nil || !named || ke.key == rkeys[i] {
+				b.failure(now)
+				failed = true
+			}
+		}
+		if !failed {
+			bs[0].failure(now)
+		}
 	} else {
-		v.breaker.success()
+		for _, b := range bs[:n] {
+			b.success()
+		}
 	}
 	negative := func(r Reason) (*entry, error) {
 		e := &entry{tenant: t, reason: r, until: now + int64(v.cfg.NegativeCacheTTL)}
@@ -616,12 +662,15 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKin
 	case errors.Is(err, errTooLarge):
 		v.log.Warn(k.doc+" over the size cap", "err", err)
 		return negative(k.tooLarge)
+	case errors.Is(err, errWrongType):
+		v.log.Warn("unreadable "+k.doc, "tenant", t.name, k.label, k.logID(key), "err", err)
+		return negative(k.invalid)
 	case err != nil:
 		v.metrics.redisErrors.WithLabelValues("load").Inc()
 		v.log.Warn(k.label+" store unavailable", "err", err)
 		return nil, err
 	}
-	s, err := t.decoder.decode(data)
+	s, err := k.decode(&t.decoder, data)
 	if err == nil && s.User == "" && k.noUser != nil {
 		err = k.noUser
 	}
@@ -645,6 +694,13 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKin
 	}
 	v.put(key, e, gen, now)
 	return e, nil
+}
+
+// isAnswer reports whether a read's error is what Redis holds (nothing, a
+// revoked, oversized or unreadable value): an answer about the session,
+// not a failure of the store, so it never feeds the breaker.
+func isAnswer(err error) bool {
+	return errors.Is(err, errNotFound) || errors.Is(err, errRevoked) || errors.Is(err, errTooLarge) || errors.Is(err, errWrongType)
 }
 
 // SetStaleGuard sets what StaleIfError asks before serving a stale allow:
@@ -733,17 +789,18 @@ func (v *Verifier) maybeTouch(t *tenant, sid []byte, e *entry, s *Session, now i
 		undo()
 		return
 	}
-	if v.breaker.open(now) {
+	id := string(sid)
+	b := v.breakers.forKey(context.Background(), t.store.prefix+id)
+	if b.open(now) {
 		<-v.touches
 		undo()
 		return
 	}
-	id := string(sid)
 	go func() {
 		defer func() { <-v.touches }()
 		if err := t.store.touch(context.Background(), id, ttl); err != nil {
 			undo()
-			v.breaker.failure(v.cfg.Now().UnixNano())
+			b.failure(v.cfg.Now().UnixNano())
 			v.metrics.redisErrors.WithLabelValues("touch").Inc()
 			v.log.Warn("sliding expiry failed", "err", err)
 			return
