@@ -52,8 +52,8 @@ func TestEveryAnswerFitsTheCap(t *testing.T) {
 	const limit = 4096
 
 	kb := strings.Repeat("x", 2000)
-	_, big := f.session(`{"passport":{"user":{"id":"`+strings.Repeat("u", 2048)+`","email":"`+kb+`@example.com","name":"`+kb+`","roles":"`+kb+`"}}}`, time.Hour)
-	_, three := f.session(`{"passport":{"user":{"id":"mallory","email":"`+kb+`","name":"`+kb+`","roles":"`+kb+`"}}}`, time.Hour)
+	_, big := f.session(`{"cookie":{},"passport":{"user":{"id":"`+strings.Repeat("u", 2048)+`","email":"`+kb+`@example.com","name":"`+kb+`","roles":"`+kb+`"}}}`, time.Hour)
+	_, three := f.session(`{"cookie":{},"passport":{"user":{"id":"mallory","email":"`+kb+`","name":"`+kb+`","roles":"`+kb+`"}}}`, time.Hour)
 
 	uris := map[string]string{
 		"slashes (each escapes to 3 bytes)": "/a" + strings.Repeat("/", 1350),
