@@ -68,6 +68,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzUnsign -fuzztime $(FUZZTIME) ./authz/
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./authz/
 	$(GO) test -run '^$$' -fuzz FuzzParser -fuzztime $(FUZZTIME) ./authz/
+	$(GO) test -run '^$$' -fuzz FuzzClientSessions -fuzztime $(FUZZTIME) ./sessionfmt/
+	$(GO) test -run '^$$' -fuzz FuzzCookieSession -fuzztime $(FUZZTIME) ./sessionfmt/
+	$(GO) test -run '^$$' -fuzz FuzzFastifySession -fuzztime $(FUZZTIME) ./sessionfmt/
 
 # Regenerate the flag tables in docs/configuration.md.
 docs: build

@@ -70,7 +70,7 @@ func BenchmarkVerifyCacheHitParallel(b *testing.B) {
 }
 
 // BenchmarkVerifyCacheMiss reads the session from a real redis-server every
-// time (GET + PTTL in one round trip, then JSON decoding).
+// time (GETRANGE + PTTL + EXISTS in one round trip, then JSON decoding).
 func BenchmarkVerifyCacheMiss(b *testing.B) {
 	f := newFixture(b, nil)
 	sid, c := f.session(aliceJSON, time.Hour)

@@ -137,11 +137,11 @@ func TestMaxPendingLoads(t *testing.T) {
 
 func TestIdentityHeaderCap(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.MaxIdentityHeaderBytes = 12 })
-	_, long := f.session(`{"passport":{"user":{"id":"a-very-long-user-id"}}}`, time.Hour)
+	_, long := f.session(`{"cookie":{},"passport":{"user":{"id":"a-very-long-user-id"}}}`, time.Hour)
 	if w := f.verify(long, ""); w.Code != 401 {
 		t.Errorf("identity over the cap: %d, want 401", w.Code)
 	}
-	_, short := f.session(`{"passport":{"user":{"id":"alice","email":"alice@example.com"}}}`, time.Hour)
+	_, short := f.session(`{"cookie":{},"passport":{"user":{"id":"alice","email":"alice@example.com"}}}`, time.Hour)
 	w := f.verify(short, "")
 	if w.Code != 200 || w.Header().Get("X-Auth-User") != "alice" || w.Header().Get("X-Auth-Email") != "" {
 		t.Errorf("email over the cap: %d user=%q email=%q; want 200, alice, no email", w.Code, w.Header().Get("X-Auth-User"), w.Header().Get("X-Auth-Email"))

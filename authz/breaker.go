@@ -1,8 +1,13 @@
 package authz
 
 import (
+	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // errBreakerOpen means Redis failed too often lately to be worth waiting
@@ -48,3 +53,72 @@ func (b *breaker) failure(now int64) {
 		}
 	}
 }
+
+// breakers holds a breaker per Redis master. On a single Redis or
+// Sentinel's master there is one; on a cluster each master has its own,
+// found through the client's slot map: one failing master must not make
+// keys on the healthy ones answer 503. The topology is fixed when the
+// Verifier is built.
+type breakers struct {
+	failures int32
+	cooldown int64
+	// cluster is the client's slot map; nil: one breaker, one.
+	cluster *redis.ClusterClient
+	one     breaker
+	nodes   sync.Map // master address -> *breaker
+}
+
+func newBreakers(rdb redis.UniversalClient, failures int, cooldown time.Duration) *breakers {
+	bs := &breakers{failures: int32(failures), cooldown: int64(cooldown)}
+	bs.one = breaker{failures: bs.failures, cooldown: bs.cooldown}
+	bs.cluster, _ = rdb.(*redis.ClusterClient)
+	return bs
+}
+
+// forKey is the breaker of the master serving key. A cluster whose slot map
+// cannot be had (no node answered yet) shares the one breaker.
+func (bs *breakers) forKey(ctx context.Context, key string) *breaker {
+	if bs.cluster == nil {
+		return &bs.one
+	}
+	c, err := bs.cluster.MasterForKey(ctx, key)
+	if err != nil {
+		return &bs.one
+	}
+	addr := c.Options().Addr
+	if b, ok := bs.nodes.Load(addr); ok {
+		return b.(*breaker)
+	}
+	b, _ := bs.nodes.LoadOrStore(addr, &breaker{failures: bs.failures, cooldown: bs.cooldown})
+	return b.(*breaker)
+}
+
+// each calls f with every breaker.
+func (bs *breakers) each(f func(*breaker)) {
+	f(&bs.one)
+	bs.nodes.Range(func(_, b any) bool { f(b.(*breaker)); return true })
+}
+
+// anyOpen reports whether some master's breaker is open at now.
+func (bs *breakers) anyOpen(now int64) bool {
+	open := false
+	bs.each(func(b *breaker) { open = open || b.open(now) })
+	return open
+}
+
+// opens is how many times any breaker opened.
+func (bs *breakers) opens() uint64 {
+	var n uint64
+	bs.each(func(b *breaker) { n += b.opens.Load() })
+	return n
+}
+
+// keyError names the Redis key whose command failed, so the failure is
+// counted against the master serving it.
+type keyError struct {
+	key string
+	err error
+}
+
+func (e *keyError) Error() string { return e.err.Error() }
+func (e *keyError) Unwrap() error { return e.err }

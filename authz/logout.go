@@ -2,14 +2,18 @@ package authz
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/authz/authz/logout"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Publisher sends logout events; *logout.Publisher is one.
@@ -94,8 +98,13 @@ func (v *Verifier) logout(ctx context.Context, pub Publisher, t *tenant, sid str
 	if everywhere {
 		s, _, err := v.Session(ctx, t.name, sid)
 		if err == nil && s.User != "" {
-			n, err := v.RevokeUser(ctx, t.name, s.User)
+			n, err := v.userWalks.revoke(ctx, v, t, s.User)
 			if err != nil {
+				return err
+			}
+			// A walk this request joined may have passed the caller's
+			// own session before it was created.
+			if _, err := v.RevokeSession(ctx, t.name, sid); err != nil {
 				return err
 			}
 			v.InvalidateUser(t.name, s.User)
@@ -145,4 +154,118 @@ func wantsJSON(r *http.Request) bool {
 		}
 	}
 	return false
+}
+
+// maxUserWalks bounds the user-wide logout walks one process runs at once:
+// each is a pass over every session key, and several at once slow every
+// other Redis call (six at once raised verify p99 from 4 to 15 ms over
+// 200 k sessions). More wait for a slot, cancelled with their requests.
+const maxUserWalks = 2
+
+// userWalks runs the walks of POST /logout?everywhere=1: one per user and
+// tenant at a time, which every request for that user waits for and shares
+// (the same sessions would be found twice otherwise), at most maxUserWalks
+// at once. A walk runs off its requests' goroutines and is cancelled when
+// the last request waiting for it is gone (its client left): nobody is
+// left to tell the result, and the user can ask again.
+type userWalks struct {
+	mu    sync.Mutex
+	calls map[string]*userWalk
+	slots chan struct{}
+	// running is the number of walks started and not yet ended; done
+	// counts them by result, joined the requests that shared one.
+	running prometheus.Gauge
+	done    *prometheus.CounterVec
+}
+
+type userWalk struct {
+	done   chan struct{} // closed when n and err are set
+	refs   int           // requests waiting
+	cancel context.CancelFunc
+	n      int
+	err    error
+}
+
+func newUserWalks(reg prometheus.Registerer) (*userWalks, error) {
+	w := &userWalks{
+		calls: make(map[string]*userWalk),
+		slots: make(chan struct{}, maxUserWalks),
+		running: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "authz_logout_user_walks_running", Help: "User-wide logout walks (a pass over every session key) running or waiting for one of the slots now.",
+		}),
+		done: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authz_logout_user_walks_total", Help: "User-wide logout walks by result (ok, error, cancelled: every request waiting for it left), and requests that joined one already running (joined).",
+		}, []string{"result"}),
+	}
+	for _, r := range []string{"ok", "error", "cancelled", "joined"} {
+		w.done.WithLabelValues(r)
+	}
+	for _, c := range []prometheus.Collector{w.running, w.done} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return w, nil
+}
+
+// revoke revokes every session of user in t (Verifier.RevokeUser), sharing
+// a walk already running for them, and returns how many it revoked. It
+// returns when the walk ends or ctx does, whichever is first.
+func (w *userWalks) revoke(ctx context.Context, v *Verifier, t *tenant, user string) (int, error) {
+	key := t.id + "\x00" + user
+	w.mu.Lock()
+	c := w.calls[key]
+	if c == nil {
+		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		c = &userWalk{done: make(chan struct{}), cancel: cancel}
+		w.calls[key] = c
+		w.running.Inc()
+		go w.run(wctx, c, key, v, t, user)
+	} else {
+		w.done.WithLabelValues("joined").Inc()
+	}
+	c.refs++
+	w.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.n, c.err
+	case <-ctx.Done():
+		w.mu.Lock()
+		if c.refs--; c.refs == 0 {
+			// A request arriving now starts a walk of its own rather
+			// than join one being cancelled.
+			c.cancel()
+			if w.calls[key] == c {
+				delete(w.calls, key)
+			}
+		}
+		w.mu.Unlock()
+		return 0, fmt.Errorf("revoke user: %w", ctx.Err())
+	}
+}
+
+func (w *userWalks) run(ctx context.Context, c *userWalk, key string, v *Verifier, t *tenant, user string) {
+	defer c.cancel()
+	select {
+	case w.slots <- struct{}{}:
+		c.n, c.err = v.RevokeUser(ctx, t.name, user)
+		<-w.slots
+	case <-ctx.Done():
+		c.err = fmt.Errorf("revoke user: waiting for a walk slot: %w", ctx.Err())
+	}
+	result := "ok"
+	switch {
+	case ctx.Err() != nil:
+		result = "cancelled"
+	case c.err != nil:
+		result = "error"
+	}
+	w.done.WithLabelValues(result).Inc()
+	w.mu.Lock()
+	if w.calls[key] == c {
+		delete(w.calls, key)
+	}
+	w.mu.Unlock()
+	w.running.Dec()
+	close(c.done)
 }

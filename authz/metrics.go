@@ -22,6 +22,7 @@ type metrics struct {
 	reloads     *prometheus.CounterVec
 	bounds      *prometheus.CounterVec
 	staleServed prometheus.Counter
+	endedAgain  *prometheus.CounterVec
 	// conns is the connections open on --listen (Server, ConnState).
 	conns atomic.Int64
 }
@@ -30,9 +31,9 @@ type metrics struct {
 func (m *metrics) bound(name string) { m.bounds.WithLabelValues(name).Inc() }
 
 // boundNames are the caps authz_bounds_hit_total counts.
-var boundNames = []string{"cookie", "session", "identity_header", "pending_loads", "request_header", "connections", "read_header_timeout"}
+var boundNames = []string{"cookie", "session", "identity_header", "answer_header", "pending_loads", "request_header", "connections", "read_header_timeout"}
 
-func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, b *breaker, now func() time.Time) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, b *breakers, now func() time.Time) (*metrics, error) {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "authz_verify_requests_total",
 		Help: "Verify requests by outcome (allowed, unauthenticated, forbidden, unavailable, misconfigured) and reason.",
@@ -68,7 +69,7 @@ func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, 
 		}, []string{"result"}),
 	}
 	m.bounds = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "authz_bounds_hit_total", Help: "Requests that hit a cap, by cap (cookie, session, identity_header, pending_loads, request_header, connections, read_header_timeout).",
+		Name: "authz_bounds_hit_total", Help: "Requests that hit a cap, by cap (cookie, session, identity_header, answer_header, pending_loads, request_header, connections, read_header_timeout).",
 	}, []string{"bound"})
 	for _, b := range boundNames {
 		m.bounds.WithLabelValues(b)
@@ -76,8 +77,13 @@ func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, 
 	m.staleServed = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "authz_stale_allows_total", Help: "Allows served from a cache entry past its TTL because Redis could not be read (--stale-if-error).",
 	})
+	m.endedAgain = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "authz_sessions_ended_again_total", Help: "Sessions found saved back after their logout (with their revocation marker) and deleted again, by result (ok, error).",
+	}, []string{"result"})
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("error")
+	m.endedAgain.WithLabelValues("ok")
+	m.endedAgain.WithLabelValues("error")
 	for _, r := range allReasons {
 		m.requests[r] = requests.WithLabelValues(r.Outcome(), string(r))
 		m.duration[r.Outcome()] = duration.WithLabelValues(r.Outcome())
@@ -87,7 +93,7 @@ func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, 
 	}
 	cs := []prometheus.Collector{
 		requests, duration, m.cacheHits, m.cacheMisses, m.redisErrors, m.touches, m.invalidated,
-		m.tenants, m.reloads, m.bounds, m.staleServed,
+		m.tenants, m.reloads, m.bounds, m.staleServed, m.endedAgain,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "authz_connections_open", Help: "Connections open on --listen (at most --max-connections).",
 		}, func() float64 { return float64(m.conns.Load()) }),
@@ -99,16 +105,16 @@ func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, 
 		}, func() float64 { return float64(c.evictions.Load()) }),
 		poolCollector{rdb},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "authz_redis_breaker_open", Help: "1 while the Redis circuit is open: loads fail at once instead of after the timeout.",
+			Name: "authz_redis_breaker_open", Help: "1 while the Redis circuit is open (on a cluster, any master's): loads fail at once instead of after the timeout.",
 		}, func() float64 {
-			if b.open(now().UnixNano()) {
+			if b.anyOpen(now().UnixNano()) {
 				return 1
 			}
 			return 0
 		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "authz_redis_breaker_opens_total", Help: "Times the Redis circuit opened after consecutive failures.",
-		}, func() float64 { return float64(b.opens.Load()) }),
+		}, func() float64 { return float64(b.opens()) }),
 	}
 	for _, x := range cs {
 		if err := reg.Register(x); err != nil {

@@ -26,6 +26,17 @@ import (
 // again, but authz checks the marker in the same round trip as the session
 // and refuses it. Sessions created later have new ids and no marker.
 
+// endedAgain counts and logs a session store.endAgain ended once more.
+func (v *Verifier) endedAgain(err error) {
+	if err != nil {
+		v.metrics.endedAgain.WithLabelValues("error").Inc()
+		v.metrics.redisErrors.WithLabelValues("load").Inc()
+		v.log.Warn("a logged-out session saved back by an app could not be deleted again; authz still refuses it", "err", err)
+		return
+	}
+	v.metrics.endedAgain.WithLabelValues("ok").Inc()
+}
+
 // ParseSessionRef turns what an operator pastes (a session id, or a cookie
 // value, raw or percent-encoded) into a session id. A cookie value must be
 // signed by one of the tenant's secrets. tenant is "" without a tenant file.
@@ -85,13 +96,13 @@ func (v *Verifier) RevokeSession(ctx context.Context, tenant, sid string) (bool,
 	defer cancel()
 	key := t.store.prefix + sid
 	pipe := v.rdb.Pipeline()
-	get := pipe.Get(ctx, key)
+	get := getCapped(ctx, pipe, key, v.cfg.MaxSessionBytes)
 	pttl := pipe.PTTL(ctx, key)
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	if _, err := pipe.Exec(ctx); err != nil && !isWrongType(err) {
 		return false, fmt.Errorf("revoke session %s: %w", shortHash(sid), err)
 	}
 	var maxAge time.Duration
-	if data, err := get.Bytes(); err == nil {
+	if data, err := capped(get, v.cfg.MaxSessionBytes); err == nil {
 		if s, err := t.decoder.decode(data); err == nil {
 			maxAge = s.OriginalMaxAge
 		}
@@ -236,15 +247,17 @@ func (v *Verifier) walk(ctx context.Context, prefix string, step func(ctx contex
 				gets := make([]*redis.StringCmd, len(keys))
 				ttls := make([]*redis.DurationCmd, len(keys))
 				for i, k := range keys {
-					gets[i] = pipe.Get(ctx, k)
+					// Never more than the cap: a huge value is skipped
+					// like any value over it, not downloaded.
+					gets[i] = getCapped(ctx, pipe, k, v.cfg.MaxSessionBytes)
 					ttls[i] = pipe.PTTL(ctx, k)
 				}
-				if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+				if _, err := pipe.Exec(ctx); err != nil && !isWrongType(err) {
 					return fmt.Errorf("read %s*: %w", prefix, err)
 				}
 				batch := make([]found, 0, len(keys))
 				for i, k := range keys {
-					if data, err := gets[i].Bytes(); err == nil { // else gone since the SCAN
+					if data, err := gets[i].Bytes(); err == nil && len(data) > 0 && ttls[i].Val() != -2 { // else gone since the SCAN, or no string
 						batch = append(batch, found{id: k[len(prefix):], data: data, ttl: ttls[i].Val()})
 					}
 				}

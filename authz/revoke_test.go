@@ -61,10 +61,11 @@ func TestRevokeUser(t *testing.T) {
 	var old []string
 	var oldSIDs []string
 	for _, js := range []string{
-		`{"passport":{"user":"42"}}`,
-		`{"passport":{"user":42}}`,
-		`{"passport":{"user":{"id":42,"name":"ann"}}}`,
-		`{"user":{"id":42}}`,
+		`{"cookie":{},"passport":{"user":"42"}}`,
+		`{"cookie":{},"passport":{"user":42}}`,
+		`{"cookie":{},"passport":{"user":{"id":42,"name":"ann"}}}`,
+		`{"cookie":{},"user":{"id":42}}`,
+		`{"cookie":{},"user":{"id":4.2e1}}`,
 	} {
 		sid, c := f.session(js, time.Hour)
 		old = append(old, c)
@@ -73,16 +74,16 @@ func TestRevokeUser(t *testing.T) {
 			t.Fatalf("before: %d", w.Code)
 		}
 	}
-	_, keep := f.session(`{"passport":{"user":"420"}}`, time.Hour)
-	_, noTTL := f.session(`{"passport":{"user":"42"}}`, 0)
+	_, keep := f.session(`{"cookie":{},"passport":{"user":"420"}}`, time.Hour)
+	_, noTTL := f.session(`{"cookie":{},"passport":{"user":"42"}}`, 0)
 	old = append(old, noTTL)
 
 	n, err := f.v.RevokeUser(ctx, "", "42")
-	if err != nil || n != 5 {
-		t.Fatalf("RevokeUser = %d, %v; want 5", n, err)
+	if err != nil || n != 6 {
+		t.Fatalf("RevokeUser = %d, %v; want 6", n, err)
 	}
 	f.v.InvalidateUser("", "42")
-	_, fresh := f.session(`{"passport":{"user":"42"}}`, time.Hour)
+	_, fresh := f.session(`{"cookie":{},"passport":{"user":"42"}}`, time.Hour)
 	for i, c := range old {
 		if w := f.verify(c, ""); w.Code != 401 {
 			t.Errorf("old session %d after user logout: %d; want 401", i, w.Code)
@@ -97,7 +98,7 @@ func TestRevokeUser(t *testing.T) {
 	if w := f.verify(old[0], ""); w.Code != 401 {
 		t.Errorf("re-saved old session: %d; want 401", w.Code)
 	}
-	if n := f.rdb.DBSize(ctx).Val(); n != 2500+2+1+5 {
+	if n := f.rdb.DBSize(ctx).Val(); n != 2500+2+1+6 {
 		t.Errorf("keyspace holds %d keys; some other session was deleted?", n)
 	}
 }
@@ -106,16 +107,16 @@ func TestCacheFollowsSubscription(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.CacheTTL = time.Hour })
 	sid, c := f.session(bobJSON, time.Hour)
 	f.v.Subscribed(false)
-	gets := f.calls("get")
+	gets := f.calls("getrange")
 	f.verify(c, "")
 	f.verify(c, "")
-	if n := f.calls("get") - gets; n != 2 {
+	if n := f.calls("getrange") - gets; n != 2 {
 		t.Fatalf("subscription down: %d GETs for 2 requests; want 2 (no caching)", n)
 	}
 	f.v.Subscribed(true)
 	f.verify(c, "")
 	f.verify(c, "")
-	if n := f.calls("get") - gets; n != 3 {
+	if n := f.calls("getrange") - gets; n != 3 {
 		t.Fatalf("subscription live: %d GETs; want 3 (cached again)", n)
 	}
 	// Tracking says the key changed: the next request reads it again.

@@ -635,7 +635,7 @@ func (sc *serverConn) writeAnswer(a Answer, req *request) {
 		if a.Reason.bearer() {
 			writeHeader(w, "WWW-Authenticate", bearerChallenge)
 		} else {
-			writeHeader(w, "X-Auth-Redirect", a.Redirect)
+			writeHeader(w, redirectHeader, a.Redirect)
 		}
 	case http.StatusServiceUnavailable:
 		w.WriteString("Retry-After: 1\r\n")

@@ -3,17 +3,21 @@ package authz
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Session is what authz keeps of a stored session: only what decisions and
 // response headers need, extracted once when the session is loaded.
 type Session struct {
-	// User is the identity, exactly as the session stores it (numbers keep
-	// their literal text). Empty means anonymous.
+	// User is the identity as the app reads it (a number as JavaScript's
+	// String() writes it). Empty means anonymous.
 	User string
 	// Roles are read from the configured roles path.
 	Roles []string
@@ -82,6 +86,13 @@ type decoder struct {
 	// --header mappings); overCap is told when a value is dropped for it.
 	maxHeader int
 	overCap   func()
+	// maxLines caps the identity header lines together, the identity's
+	// (named userHeader) first, so that a 200 fits the answer cap
+	// (Config.MaxAnswerHeaderBytes); --header values that would go past it
+	// are left out and overAnswer is told. 0: no cap.
+	userHeader string
+	maxLines   int
+	overAnswer func()
 }
 
 // maxHeaderValue is the ceiling of --max-identity-header-bytes. Nginx's
@@ -101,11 +112,42 @@ func (d *decoder) over(n int) bool {
 	return false
 }
 
-// decode parses a stored session. It fails only on data that cannot be a
-// session; an anonymous session decodes with an empty User.
+// decode parses a stored value the way JSON.parse does (see parseJSON). It
+// fails only on data that cannot be a session; an anonymous session decodes
+// with an empty User. Tokens are decoded with it; sessions with
+// decodeSession, which also refuses what express-session cannot load.
 func (d *decoder) decode(data []byte) (*Session, error) {
+	root, err := parseJSON(data)
+	if err != nil {
+		return nil, err
+	}
+	return d.session(root)
+}
+
+// decodeSession is decode for a session an Express app reads too: what
+// express-session fails to load (its store's createSession throws, so the
+// app sees no session at all) must not be a session authz allows.
+func (d *decoder) decodeSession(data []byte) (*Session, error) {
+	root, err := parseJSON(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := expressLoads(root); err != nil {
+		return nil, err
+	}
+	return d.session(root)
+}
+
+// parseJSON parses a stored value as Node's JSON.parse would, or refuses
+// it. Where the two could disagree, refusing is the safe side: the
+// value must be one JSON object with nothing but JSON whitespace around it
+// (JSON.parse throws on trailing data, and on a byte order mark, which is
+// not JSON whitespace; json.Decoder alone would stop after the object).
+// Duplicate keys keep the last value in both. Nesting past
+// encoding/json's depth limit (10000) is refused.
+func parseJSON(data []byte) (map[string]any, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber() // keep numeric ids exactly as written
+	dec.UseNumber() // keep numbers exact until formatted the way JavaScript does
 	var root map[string]any
 	if err := dec.Decode(&root); err != nil {
 		return nil, fmt.Errorf("decode session JSON: %w", err)
@@ -113,9 +155,45 @@ func (d *decoder) decode(data []byte) (*Session, error) {
 	if root == nil {
 		return nil, fmt.Errorf("decode session JSON: null")
 	}
-	if dec.More() {
-		return nil, fmt.Errorf("decode session JSON: trailing data")
+	for _, c := range data[dec.InputOffset():] {
+		if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+			return nil, fmt.Errorf("decode session JSON: trailing data after the object")
+		}
 	}
+	return root, nil
+}
+
+// expressLoads reports why express-session's Store.createSession would
+// throw on root: it reads sess.cookie.expires (cookie must be an object or
+// array, not null, absent or a scalar) and builds a Cookie from it, whose
+// maxAge setter refuses a truthy value that is not a number.
+func expressLoads(root map[string]any) error {
+	switch c := root["cookie"].(type) {
+	case []any:
+	case map[string]any:
+		if m, ok := c["maxAge"]; ok {
+			switch x := m.(type) {
+			case nil, json.Number:
+			case bool:
+				if x {
+					return fmt.Errorf("cookie.maxAge is true: express-session cannot load the session")
+				}
+			case string:
+				if x != "" {
+					return fmt.Errorf("cookie.maxAge is a string: express-session cannot load the session")
+				}
+			default:
+				return fmt.Errorf("cookie.maxAge has type %T: express-session cannot load the session", x)
+			}
+		}
+	default:
+		return fmt.Errorf("cookie is %T, not an object: express-session cannot load the session", c)
+	}
+	return nil
+}
+
+// session extracts what authz keeps from a parsed value.
+func (d *decoder) session(root map[string]any) (*Session, error) {
 	s := &Session{}
 	if c, ok := root["cookie"].(map[string]any); ok {
 		if n, ok := c["originalMaxAge"].(json.Number); ok {
@@ -164,6 +242,7 @@ func (d *decoder) decode(data []byte) (*Session, error) {
 			break
 		}
 	}
+	lines := headerLineLen(d.userHeader, len(s.User))
 	for _, m := range d.headers {
 		v, ok := lookup(root, m.Path)
 		if !ok {
@@ -173,6 +252,14 @@ func (d *decoder) decode(data []byte) (*Session, error) {
 		if val == "" || !validHeaderValue(val) || d.over(len(val)) {
 			continue
 		}
+		n := headerLineLen(m.Header, len(val))
+		if d.maxLines > 0 && lines+n > d.maxLines {
+			if d.overAnswer != nil {
+				d.overAnswer()
+			}
+			continue
+		}
+		lines += n
 		s.Headers = append(s.Headers, Header{Name: m.Header, Value: []string{val}})
 	}
 	return s, nil
@@ -181,6 +268,8 @@ func (d *decoder) decode(data []byte) (*Session, error) {
 // identity turns a user value into an id the way passport sees it: a string
 // or number is the id, an object carries it in "id"; null, false and "" are
 // nobody. Anything else cannot be named safely in a header and is an error.
+// A number is written as JavaScript's String() writes it, which is the id
+// the app sees (1e2 is 100; 12345678901234567890 is 12345678901234567000).
 func identity(v any) (string, error) {
 	if m, ok := v.(map[string]any); ok {
 		id, ok := m["id"]
@@ -201,11 +290,75 @@ func identity(v any) (string, error) {
 		if x != "" && !validHeaderValue(x) {
 			return "", fmt.Errorf("user id has control characters, spaces around it, or is too long")
 		}
+		if strings.ContainsRune(x, utf8.RuneError) {
+			return "", errReplaced
+		}
 		return x, nil
 	case json.Number:
-		return string(x), nil
+		s, ok := jsNumber(x)
+		if !ok {
+			return "", fmt.Errorf("user id %s is not a finite number", x)
+		}
+		return s, nil
 	}
 	return "", fmt.Errorf("user id has type %T", v)
+}
+
+// errReplaced refuses a string holding U+FFFD: encoding/json puts it where
+// the stored bytes had invalid UTF-8 or a lone surrogate escape ("\ud800"),
+// and Node reads those differently (a lone surrogate stays one; a broken
+// sequence may give fewer U+FFFD), so authz cannot know the id the app sees,
+// and two different ids could read the same here.
+var errReplaced = errors.New("user id holds invalid UTF-8 or a lone surrogate (U+FFFD after decoding)")
+
+// jsNumber writes a JSON number as JavaScript's Number.prototype.toString
+// does (ECMA-262 Number::toString, radix 10), from the shortest digits
+// that round-trip, as V8 picks them. ok is false for a number out of the
+// double range (JSON.parse makes it Infinity).
+func jsNumber(n json.Number) (string, bool) {
+	f, err := strconv.ParseFloat(string(n), 64)
+	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+		return "", false
+	}
+	if f == 0 {
+		return "0", true // -0 too
+	}
+	e := strconv.FormatFloat(f, 'e', -1, 64) // [-]d[.ddd]e±xx
+	sign := ""
+	if e[0] == '-' {
+		sign, e = "-", e[1:]
+	}
+	mant, exp, _ := strings.Cut(e, "e")
+	digits := strings.Replace(mant, ".", "", 1)
+	x, _ := strconv.Atoi(exp)
+	k, p := len(digits), x+1 // value = 0.digits × 10^p
+	var out string
+	switch {
+	case k <= p && p <= 21:
+		out = digits + strings.Repeat("0", p-k)
+	case 0 < p && p <= 21:
+		out = digits[:p] + "." + digits[p:]
+	case -6 < p && p <= 0:
+		out = "0." + strings.Repeat("0", -p) + digits
+	default:
+		es := "+"
+		if p-1 < 0 {
+			es = "-"
+		}
+		out = digits[:1]
+		if k > 1 {
+			out += "." + digits[1:]
+		}
+		out += "e" + es + strconv.Itoa(abs(p-1))
+	}
+	return sign + out, true
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
 }
 
 // lookup walks a dot path through nested objects.
@@ -249,12 +402,14 @@ func list(v any) []string {
 	return out
 }
 
+// scalar writes a role or header value as the app sees it; a string
+// holding U+FFFD (see errReplaced) is left out.
 func scalar(v any) (string, bool) {
 	switch x := v.(type) {
 	case string:
-		return x, true
+		return x, !strings.ContainsRune(x, utf8.RuneError)
 	case json.Number:
-		return string(x), true
+		return jsNumber(x)
 	case bool:
 		if x {
 			return "true", true

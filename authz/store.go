@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -29,42 +30,146 @@ type store struct {
 	maxBytes int
 	// revokedPrefix + prefix + sid marks a session a logout ended.
 	revokedPrefix string
+	// storeTTL is connect-redis's ttl: what a late save of a session
+	// without maxAge gives its key (see endAgain).
+	storeTTL time.Duration
+	// onEndAgain is told how each endAgain went (nil: ended).
+	onEndAgain func(error)
 }
 
 func (s *store) revokedKey(sid string) string { return s.revokedPrefix + s.prefix + sid }
 
 // load returns the stored JSON for sid and the key's remaining TTL (negative
-// when the key has none). GET, PTTL and the revocation check go in one round
-// trip.
+// when the key has none). The read, PTTL and the revocation check go in one
+// round trip.
 func (s *store) load(ctx context.Context, sid string) ([]byte, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	key := s.prefix + sid
 	pipe := s.rdb.Pipeline()
-	get := pipe.Get(ctx, key)
+	get := getCapped(ctx, pipe, key, s.maxBytes)
 	ttl := pipe.PTTL(ctx, key)
 	revoked := pipe.Exists(ctx, s.revokedKey(sid))
-	_, err := pipe.Exec(ctx)
-	if errors.Is(err, redis.Nil) {
-		return nil, 0, errNotFound
+	if _, err := pipe.Exec(ctx); err != nil && !isWrongType(err) {
+		// Name the key that failed: on a cluster the marker may be on
+		// another master than the session (see breakers).
+		failed := &keyError{key: key, err: err}
+		if get.Err() == nil && ttl.Err() == nil {
+			failed.key = s.revokedKey(sid)
+		} else if e := get.Err(); e != nil && !isWrongType(e) {
+			failed.err = e
+		}
+		return nil, 0, fmt.Errorf("load session %s: %w", shortHash(sid), failed)
+	}
+	data, err := capped(get, s.maxBytes)
+	if revoked.Val() > 0 {
+		if d := ttl.Val(); d != -2 && !errors.Is(err, errNotFound) {
+			// The key is back after its logout: an app saved it late.
+			// Its own deadline: the read may have used most of ctx's.
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+			err := s.endAgain(ctx, sid, d, data)
+			cancel()
+			if s.onEndAgain != nil {
+				s.onEndAgain(err) // refused either way: the answer stays "revoked"
+			}
+		}
+		return nil, 0, errRevoked
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("load session %s: %w", shortHash(sid), err)
 	}
-	if revoked.Val() > 0 {
-		return nil, 0, errRevoked
-	}
-	data, _ := get.Bytes()
-	if len(data) > s.maxBytes {
-		return nil, 0, fmt.Errorf("load session %s: %d bytes: %w", shortHash(sid), len(data), errTooLarge)
-	}
 	d := ttl.Val()
 	if d == -2 {
-		// Expired between GET and PTTL.
+		// Expired between the read and PTTL.
 		return nil, 0, errNotFound
 	}
 	return data, d, nil
 }
+
+// endAgain ends a session found together with its revocation marker: an
+// Express request in flight during the logout saved it back. authz refuses
+// it already, but apps reading the session themselves would not, and the
+// key's TTL, reset by the save and slid by later touches, could outlive the
+// marker, whose TTL was fixed at logout. So the marker is first made to
+// last at least as long as the key could (its remaining TTL, the cookie's
+// maxAge or the store TTL a further late save would give it; forever for
+// a key without TTL), then the key is deleted, as the logout did.
+//
+// Marker and key are in different hash slots on a cluster, so no script
+// can do both atomically; none is needed. A marked id is dead for good
+// (session ids are never reused), so deleting its key is right whenever a
+// marker was seen, even if the marker expired since; and extending the
+// marker before the DEL (in order: one pipeline on one connection, two
+// round trips on a cluster, as revoke does) means no save after the DEL can
+// outlive it. The extension only ever lengthens the marker (SET NX then
+// PEXPIRE GT, or PERSIST): two instances doing this at once agree.
+func (s *store) endAgain(ctx context.Context, sid string, pttl time.Duration, data []byte) error {
+	var maxAge time.Duration
+	if root, err := parseJSON(data); err == nil {
+		if c, ok := root["cookie"].(map[string]any); ok {
+			if n, ok := c["originalMaxAge"].(json.Number); ok {
+				if ms, err := n.Int64(); err == nil && ms > 0 {
+					maxAge = time.Duration(ms) * time.Millisecond
+				}
+			}
+		}
+	}
+	marker := s.revokedKey(sid)
+	pipe := s.rdb.Pipeline()
+	if pttl == -1 {
+		pipe.SetNX(ctx, marker, "1", 0)
+		pipe.Persist(ctx, marker)
+	} else {
+		// A whole second more than the key: PEXPIRE's clock and the
+		// key's are the same, but the key may be saved again right now.
+		ttl := max(pttl, maxAge, s.storeTTL) + time.Second
+		pipe.SetNX(ctx, marker, "1", ttl)
+		pipe.Do(ctx, "PEXPIRE", marker, ttl.Milliseconds(), "GT")
+	}
+	if _, cluster := s.rdb.(*redis.ClusterClient); cluster {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("extend marker: %w", err)
+		}
+		pipe = s.rdb.Pipeline()
+	}
+	pipe.Del(ctx, s.prefix+sid)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("extend marker and delete: %w", err)
+	}
+	return nil
+}
+
+// getCapped queues a read of key's value that moves at most maxBytes+1
+// bytes from Redis: a huge value must not cross the network (and time the
+// call out, an outage) before the size cap refuses it. GETRANGE costs what
+// GET costs; unlike GET it answers "" for a missing key (see capped).
+func getCapped(ctx context.Context, p redis.Pipeliner, key string, maxBytes int) *redis.StringCmd {
+	return p.GetRange(ctx, key, 0, int64(maxBytes))
+}
+
+// capped returns the value getCapped read: errNotFound for a missing key
+// (or an empty value, which no session or token can be), errTooLarge past
+// maxBytes, errWrongType when the key holds no string.
+func capped(get *redis.StringCmd, maxBytes int) ([]byte, error) {
+	data, err := get.Bytes()
+	switch {
+	case isWrongType(err):
+		return nil, errWrongType
+	case err != nil:
+		return nil, err
+	case len(data) == 0:
+		return nil, errNotFound
+	case len(data) > maxBytes:
+		return nil, fmt.Errorf("over %d bytes: %w", maxBytes, errTooLarge)
+	}
+	return data, nil
+}
+
+// errWrongType means the key holds a hash, list or other non-string: not
+// something connect-redis wrote, so an invalid session, not an outage.
+var errWrongType = errors.New("key holds no string value")
+
+func isWrongType(err error) bool { return err != nil && redis.HasErrorPrefix(err, "WRONGTYPE") }
 
 // touch extends the key's TTL like connect-redis's touch (EXPIRE, the JSON
 // untouched). EXPIRE on a missing key does nothing, so a destroyed session

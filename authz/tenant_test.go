@@ -249,8 +249,8 @@ func TestTenantsAreSeparate(t *testing.T) {
 func TestTenantUserLogoutStaysInTenant(t *testing.T) {
 	f := tenantFixture(t)
 	ctx := context.Background()
-	f.tenantSession("sessions:acme:web:", "acme42acme42acme42acme42", `{"passport":{"user":"42"}}`)
-	f.tenantSession("sessions:globex:portal:", "glob42glob42glob42glob42", `{"user":{"id":"42"}}`)
+	f.tenantSession("sessions:acme:web:", "acme42acme42acme42acme42", `{"cookie":{},"passport":{"user":"42"}}`)
+	f.tenantSession("sessions:globex:portal:", "glob42glob42glob42glob42", `{"cookie":{},"user":{"id":"42"}}`)
 	n, err := f.v.RevokeUser(ctx, "acme", "42")
 	if err != nil || n != 1 {
 		t.Fatalf("RevokeUser(acme, 42) = %d, %v; want 1", n, err)
@@ -444,7 +444,7 @@ func TestTenantPinnedByTheVerifyURL(t *testing.T) {
 	f := tenantFixture(t)
 	sid := "pinnedpinnedpinnedpinnedpinned00"
 	f.tenantSession("sessions:acme:web:", sid, aliceJSON)
-	f.tenantSession("sessions:globex:portal:", sid, `{"user":{"id":"bob"}}`)
+	f.tenantSession("sessions:globex:portal:", sid, `{"cookie":{},"user":{"id":"bob"}}`)
 	acme := "connect.sid=" + Sign(sid, "acme-secret")
 	globex := "globex.sid=" + Sign(sid, "globex-secret")
 	for _, tc := range []struct {

@@ -11,8 +11,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // API clients (services calling services, scripts) authenticate with
@@ -156,6 +154,10 @@ var tokenKind = &entryKind{
 	notFound: ReasonTokenNotFound, tooLarge: ReasonInvalidToken,
 	invalid: ReasonInvalidToken, anonymous: ReasonInvalidToken,
 	noUser: errNoTokenUser,
+	decode: (*decoder).decode,
+	redisKeys: func(t *tenant, key string) []string {
+		return []string{t.tokenPrefix + key[1:]}
+	},
 }
 
 // readToken returns the document stored for a token hash and the key's
@@ -165,23 +167,19 @@ func (v *Verifier) readToken(ctx context.Context, t *tenant, hash string) ([]byt
 	defer cancel()
 	key := t.tokenPrefix + hash
 	pipe := v.rdb.Pipeline()
-	get := pipe.Get(ctx, key)
+	get := getCapped(ctx, pipe, key, v.cfg.MaxSessionBytes)
 	pttl := pipe.PTTL(ctx, key)
-	_, err := pipe.Exec(ctx)
-	if errors.Is(err, redis.Nil) {
-		return nil, 0, errNotFound
-	}
-	if err != nil {
+	if _, err := pipe.Exec(ctx); err != nil && !isWrongType(err) {
 		return nil, 0, fmt.Errorf("load token %s: %w", hash[:8], err)
 	}
-	data, _ := get.Bytes()
-	if len(data) > v.cfg.MaxSessionBytes {
-		return nil, 0, fmt.Errorf("load token %s: %d bytes: %w", hash[:8], len(data), errTooLarge)
+	data, err := capped(get, v.cfg.MaxSessionBytes)
+	if err != nil {
+		return nil, 0, fmt.Errorf("load token %s: %w", hash[:8], err)
 	}
 	if d := pttl.Val(); d != -2 {
 		return data, d, nil
 	}
-	return nil, 0, errNotFound // expired between GET and PTTL
+	return nil, 0, errNotFound // expired between the read and PTTL
 }
 
 // InvalidateToken drops one token, named by its hash, from the cache; it

@@ -44,6 +44,14 @@ type Config struct {
 	// identity is an invalid session, a longer extra header is left out
 	// (default 2048, at most 8192).
 	MaxIdentityHeaderBytes int
+	// MaxAnswerHeaderBytes caps the whole head of a verify answer (status
+	// line, every header, the blank line), so that it always fits the
+	// proxy's buffer for an upstream's headers (Nginx's proxy_buffer_size,
+	// 4 KiB by default). Past it, --header values are left out of a 200
+	// and a 401's X-Auth-Redirect becomes the plain login URL: an answer
+	// the proxy cannot read counts as a failure of the instance, and
+	// nothing a client sends may cause one (default 4096).
+	MaxAnswerHeaderBytes int
 	// MaxPendingLoads caps the distinct Redis reads in flight; a cache miss
 	// past it answers 503 at once instead of queueing behind a slow Redis
 	// (default 1000).
@@ -148,6 +156,7 @@ func (c *Config) setDefaults() {
 	defInt(&c.MaxCookieBytes, 4096)
 	defInt(&c.MaxSessionBytes, 1<<20)
 	defInt(&c.MaxIdentityHeaderBytes, 2048)
+	defInt(&c.MaxAnswerHeaderBytes, 4096)
 	defInt(&c.MaxPendingLoads, 1000)
 	defInt(&c.CacheSize, 100000)
 	defDur(&c.CacheTTL, 5*time.Second)
@@ -194,6 +203,14 @@ func (c *Config) validate() error {
 	if c.MaxIdentityHeaderBytes < 0 || c.MaxIdentityHeaderBytes > maxHeaderValue {
 		return fmt.Errorf("identity header cap %d: want 1-%d bytes", c.MaxIdentityHeaderBytes, maxHeaderValue)
 	}
+	// What every answer must be able to carry: an identity as long as its
+	// cap, and the plain login URL.
+	if n := headerLineLen(c.UserHeader, c.MaxIdentityHeaderBytes); n > c.answerBudget() {
+		return fmt.Errorf("answer header cap %d bytes cannot hold a %d-byte %s: raise it (and the proxy's buffer for upstream headers, Nginx's proxy_buffer_size) or lower the identity header cap", c.MaxAnswerHeaderBytes, c.MaxIdentityHeaderBytes, c.UserHeader)
+	}
+	if n := headerLineLen(redirectHeader, len(c.LoginURL)); n > c.answerBudget() {
+		return fmt.Errorf("answer header cap %d bytes cannot hold the login URL (%d bytes)", c.MaxAnswerHeaderBytes, len(c.LoginURL))
+	}
 	return c.validateTokens()
 }
 
@@ -216,12 +233,14 @@ type Verifier struct {
 	touches chan struct{}
 	// bypass turns the cache off while the logout subscription is down:
 	// what is not heard cannot be trusted.
-	bypass  atomic.Bool
-	breaker breaker
+	bypass   atomic.Bool
+	breakers *breakers
 	// staleGuard vouches for StaleIfError (see stale).
 	staleGuard atomic.Pointer[func(prefix string) bool]
 	// pending counts distinct Redis reads in flight (MaxPendingLoads).
 	pending atomic.Int64
+	// userWalks shares and bounds user-wide logouts (logout.go).
+	userWalks *userWalks
 	// rateLogged rate-limits the log lines a client can cause at will, such
 	// as an unknown host (unix nanoseconds of the last one).
 	rateLogged atomic.Int64
@@ -234,18 +253,21 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, log *
 		return nil, err
 	}
 	v := &Verifier{
-		cfg:     cfg,
-		rdb:     rdb,
-		cache:   newCache(cfg.CacheSize),
-		breaker: breaker{failures: int32(cfg.BreakerFailures), cooldown: int64(cfg.BreakerCooldown)},
-		log:     log,
-		touches: make(chan struct{}, 64),
+		cfg:      cfg,
+		rdb:      rdb,
+		cache:    newCache(cfg.CacheSize),
+		breakers: newBreakers(rdb, cfg.BreakerFailures, cfg.BreakerCooldown),
+		log:      log,
+		touches:  make(chan struct{}, 64),
 	}
-	m, err := newMetrics(reg, v.cache, rdb, &v.breaker, cfg.Now)
+	m, err := newMetrics(reg, v.cache, rdb, v.breakers, cfg.Now)
 	if err != nil {
 		return nil, err
 	}
 	v.metrics = m
+	if v.userWalks, err = newUserWalks(reg); err != nil {
+		return nil, err
+	}
 	if err := v.SetTenants(cfg.Tenants); err != nil {
 		return nil, err
 	}
@@ -285,7 +307,7 @@ func (v *Verifier) Decide(ctx context.Context, q *Query) Answer {
 	case http.StatusOK:
 		a.Session = sess
 	case http.StatusUnauthorized:
-		a.Redirect = loginRedirect(t.loginURL, v.cfg.RedirectParam, q.OriginalURI)
+		a.Redirect = v.loginRedirect(t.loginURL, q.OriginalURI)
 	}
 	v.metrics.observe(reason, v.cfg.Now().Sub(start))
 	if v.log.Enabled(ctx, slog.LevelDebug) {
@@ -384,7 +406,7 @@ func (v *Verifier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if a.Reason.bearer() {
 			h["Www-Authenticate"] = bearerChallengeValue
 		} else {
-			h["X-Auth-Redirect"] = []string{a.Redirect}
+			h[redirectHeader] = []string{a.Redirect}
 		}
 	case http.StatusServiceUnavailable:
 		h["Retry-After"] = retryAfter
@@ -515,6 +537,11 @@ type entryKind struct {
 	noUser error
 	// expires: with EnforceExpires, cookie.expires bounds the entry.
 	expires bool
+	// decode reads a stored value of the kind.
+	decode func(d *decoder, data []byte) (*Session, error)
+	// redisKeys are the (one or two) Redis keys read reads for key, whose
+	// masters' breakers it answers to.
+	redisKeys func(t *tenant, key string) []string
 }
 
 var sessionKind = &entryKind{
@@ -527,6 +554,10 @@ var sessionKind = &entryKind{
 	notFound: ReasonNotFound, tooLarge: ReasonSessionTooLarge,
 	invalid: ReasonInvalidSession, anonymous: ReasonAnonymous,
 	expires: true,
+	decode:  (*decoder).decodeSession,
+	redisKeys: func(t *tenant, sid string) []string {
+		return []string{t.store.prefix + sid, t.store.revokedKey(sid)}
+	},
 }
 
 // lookup returns the entry for key (a session id, or a token's cache key)
@@ -570,8 +601,25 @@ func (v *Verifier) load(ctx context.Context, t *tenant, key []byte, k *entryKind
 }
 
 func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKind, gen uint64) (*entry, error) {
-	if v.breaker.open(v.cfg.Now().UnixNano()) {
-		return nil, errBreakerOpen
+	// The breakers of the masters the read touches: on a cluster, each
+	// of its keys' (the session's and its marker's may be on two); else
+	// the one.
+	var bs [2]*breaker
+	var rkeys []string
+	n := 1
+	if v.breakers.cluster == nil {
+		bs[0] = &v.breakers.one
+	} else {
+		rkeys = k.redisKeys(t, key)
+		n = len(rkeys)
+		for i, rk := range rkeys {
+			bs[i] = v.breakers.forKey(ctx, rk)
+		}
+	}
+	for _, b := range bs[:n] {
+		if b.open(v.cfg.Now().UnixNano()) {
+			return nil, errBreakerOpen
+		}
 	}
 	if !v.acquireLoad() {
 		return nil, errOverloaded
@@ -579,10 +627,25 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKin
 	defer v.pending.Add(-1)
 	data, ttl, err := k.read(v, ctx, t, key)
 	now := v.cfg.Now().UnixNano()
-	if err != nil && !errors.Is(err, errNotFound) && !errors.Is(err, errRevoked) && !errors.Is(err, errTooLarge) {
-		v.breaker.failure(now)
+	if err != nil && !isAnswer(err) {
+		// Only the master that failed is counted against, when the
+		// read says which.
+		var ke *keyError
+		named := errors.As(err, &ke)
+		failed := false
+		for i, b := range bs[:n] {
+			if rkeys == nil || !named || ke.key == rkeys[i] {
+				b.failure(now)
+				failed = true
+			}
+		}
+		if !failed {
+			bs[0].failure(now)
+		}
 	} else {
-		v.breaker.success()
+		for _, b := range bs[:n] {
+			b.success()
+		}
 	}
 	negative := func(r Reason) (*entry, error) {
 		e := &entry{tenant: t, reason: r, until: now + int64(v.cfg.NegativeCacheTTL)}
@@ -599,12 +662,15 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKin
 	case errors.Is(err, errTooLarge):
 		v.log.Warn(k.doc+" over the size cap", "err", err)
 		return negative(k.tooLarge)
+	case errors.Is(err, errWrongType):
+		v.log.Warn("unreadable "+k.doc, "tenant", t.name, k.label, k.logID(key), "err", err)
+		return negative(k.invalid)
 	case err != nil:
 		v.metrics.redisErrors.WithLabelValues("load").Inc()
 		v.log.Warn(k.label+" store unavailable", "err", err)
 		return nil, err
 	}
-	s, err := t.decoder.decode(data)
+	s, err := k.decode(&t.decoder, data)
 	if err == nil && s.User == "" && k.noUser != nil {
 		err = k.noUser
 	}
@@ -628,6 +694,13 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKin
 	}
 	v.put(key, e, gen, now)
 	return e, nil
+}
+
+// isAnswer reports whether a read's error is what Redis holds (nothing, a
+// revoked, oversized or unreadable value): an answer about the session,
+// not a failure of the store, so it never feeds the breaker.
+func isAnswer(err error) bool {
+	return errors.Is(err, errNotFound) || errors.Is(err, errRevoked) || errors.Is(err, errTooLarge) || errors.Is(err, errWrongType)
 }
 
 // SetStaleGuard sets what StaleIfError asks before serving a stale allow:
@@ -716,17 +789,18 @@ func (v *Verifier) maybeTouch(t *tenant, sid []byte, e *entry, s *Session, now i
 		undo()
 		return
 	}
-	if v.breaker.open(now) {
+	id := string(sid)
+	b := v.breakers.forKey(context.Background(), t.store.prefix+id)
+	if b.open(now) {
 		<-v.touches
 		undo()
 		return
 	}
-	id := string(sid)
 	go func() {
 		defer func() { <-v.touches }()
 		if err := t.store.touch(context.Background(), id, ttl); err != nil {
 			undo()
-			v.breaker.failure(v.cfg.Now().UnixNano())
+			b.failure(v.cfg.Now().UnixNano())
 			v.metrics.redisErrors.WithLabelValues("touch").Inc()
 			v.log.Warn("sliding expiry failed", "err", err)
 			return
@@ -734,6 +808,39 @@ func (v *Verifier) maybeTouch(t *tenant, sid []byte, e *entry, s *Session, now i
 		e.keyExpires.Store(next)
 		v.metrics.touches.Inc()
 	}()
+}
+
+// answerFixedBytes is what the head of a verify answer holds besides the
+// headers authz chooses: the status line, Date, Content-Length,
+// "Connection: close" and the blank line (about 105 bytes from either
+// server), rounded up.
+const answerFixedBytes = 128
+
+// redirectHeader carries a 401's login URL.
+const redirectHeader = "X-Auth-Redirect"
+
+// answerBudget is how many bytes of header lines an answer may carry
+// besides its fixed part.
+func (c *Config) answerBudget() int { return c.MaxAnswerHeaderBytes - answerFixedBytes }
+
+// headerLineLen is the size of the line "name: value\r\n" with a value of
+// n bytes.
+func headerLineLen(name string, n int) int { return len(name) + 2 + n + 2 }
+
+// loginRedirect is the X-Auth-Redirect of a 401, within the answer cap: an original URI too long to carry (escaping can triple it)
+// gives the plain login URL, counted as a hit of the answer_header bound.
+func (v *Verifier) loginRedirect(loginURL, orig string) string {
+	budget := v.cfg.answerBudget()
+	// Escaping never shortens: a URI over the budget needs no escaping to
+	// know it cannot fit.
+	if headerLineLen(redirectHeader, len(orig)) <= budget {
+		r := loginRedirect(loginURL, v.cfg.RedirectParam, orig)
+		if headerLineLen(redirectHeader, len(r)) <= budget {
+			return r
+		}
+	}
+	v.metrics.bound("answer_header")
+	return loginURL
 }
 
 // loginRedirect is the URL a 401 should send the browser to, carrying the
@@ -758,7 +865,7 @@ func safeLocalPath(p string) bool {
 	if len(p) > 1 && (p[1] == '/' || p[1] == '\\') {
 		return false
 	}
-	return len(p) <= 2048 && validHeaderValue(p)
+	return validHeaderValue(p)
 }
 
 // Ready reports whether the session store answers.

@@ -105,11 +105,11 @@ func TestVerifyAnswers(t *testing.T) {
 	_, bob := f.session(bobJSON, time.Hour)
 	_, anon := f.session(`{"cookie":{"originalMaxAge":null},"passport":{}}`, time.Hour)
 	_, notJSON := f.session(`<html>`, time.Hour)
-	_, wrongType := f.session(`{"passport":{"user":[1,2]}}`, time.Hour)
-	_, crlf := f.session(`{"passport":{"user":"x\r\nX-Auth-User: admin"}}`, time.Hour)
-	_, huge := f.session(`{"passport":{"user":"h"},"pad":"`+strings.Repeat("x", 2<<20)+`"}`, time.Hour)
-	_, big := f.session(`{"passport":{"user":"b"},"pad":"`+strings.Repeat("x", 900<<10)+`"}`, time.Hour)
-	_, number := f.session(`{"user":{"id":0.36535326065695717}}`, time.Hour)
+	_, wrongType := f.session(`{"cookie":{},"passport":{"user":[1,2]}}`, time.Hour)
+	_, crlf := f.session(`{"cookie":{},"passport":{"user":"x\r\nX-Auth-User: admin"}}`, time.Hour)
+	_, huge := f.session(`{"cookie":{},"passport":{"user":"h"},"pad":"`+strings.Repeat("x", 2<<20)+`"}`, time.Hour)
+	_, big := f.session(`{"cookie":{},"passport":{"user":"b"},"pad":"`+strings.Repeat("x", 900<<10)+`"}`, time.Hour)
+	_, number := f.session(`{"cookie":{},"user":{"id":0.36535326065695717}}`, time.Hour)
 	missing := Sign("neverstoredneverstoredneverstore", testSecret)
 
 	tests := []struct {
@@ -201,13 +201,13 @@ func TestVerifyExpiry(t *testing.T) {
 func TestVerifyCache(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.CacheTTL = time.Hour; c.NegativeCacheTTL = time.Hour })
 	sid, c := f.session(bobJSON, time.Hour)
-	gets := f.calls("get")
+	gets := f.calls("getrange")
 	for range 5 {
 		if w := f.verify(c, ""); w.Code != 200 {
 			t.Fatalf("status %d", w.Code)
 		}
 	}
-	if n := f.calls("get") - gets; n != 1 {
+	if n := f.calls("getrange") - gets; n != 1 {
 		t.Fatalf("5 requests made %d GETs; want 1", n)
 	}
 
@@ -224,16 +224,16 @@ func TestVerifyCache(t *testing.T) {
 	}
 
 	// Negative cache: the same dead cookie reaches Redis once.
-	gets = f.calls("get")
+	gets = f.calls("getrange")
 	for range 5 {
 		f.verify(c, "")
 	}
-	if n := f.calls("get") - gets; n != 0 {
+	if n := f.calls("getrange") - gets; n != 0 {
 		t.Fatalf("dead cookie made %d GETs; want 0 (negatively cached)", n)
 	}
 
-	_, c1 := f.session(`{"passport":{"user":"carol"}}`, time.Hour)
-	_, c2 := f.session(`{"passport":{"user":"carol"}}`, time.Hour)
+	_, c1 := f.session(`{"cookie":{},"passport":{"user":"carol"}}`, time.Hour)
+	_, c2 := f.session(`{"cookie":{},"passport":{"user":"carol"}}`, time.Hour)
 	f.verify(c1, "")
 	f.verify(c2, "")
 	if n := f.v.InvalidateUser("", "carol"); n != 2 {
@@ -246,7 +246,7 @@ func TestVerifySingleflight(t *testing.T) {
 	_, c := f.session(bobJSON, time.Hour)
 	// Make the load slow enough that the misses overlap: CLIENT PAUSE holds
 	// every client's commands in Redis until it ends.
-	gets := f.calls("get")
+	gets := f.calls("getrange")
 	admin := f.redis.Client()
 	if err := admin.Do(context.Background(), "CLIENT", "PAUSE", "300", "WRITE").Err(); err != nil {
 		t.Fatal(err)
@@ -265,7 +265,7 @@ func TestVerifySingleflight(t *testing.T) {
 			t.Fatalf("request %d: %d", i, code)
 		}
 	}
-	if n := f.calls("get") - gets; n != 1 {
+	if n := f.calls("getrange") - gets; n != 1 {
 		t.Fatalf("50 concurrent misses made %d GETs; want 1", n)
 	}
 }
@@ -407,8 +407,8 @@ func TestBreakerFailsFastWhileRedisIsDown(t *testing.T) {
 	if n := loadErrors(); n != 3 {
 		t.Fatalf("%v Redis load attempts failed; want 3, then the circuit open", n)
 	}
-	if f.v.breaker.opens.Load() != 1 {
-		t.Fatalf("circuit opened %d times; want 1", f.v.breaker.opens.Load())
+	if f.v.breakers.opens() != 1 {
+		t.Fatalf("circuit opened %d times; want 1", f.v.breakers.opens())
 	}
 	f.redis.Start()
 	_, c := f.session(bobJSON, time.Hour)

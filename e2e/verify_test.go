@@ -103,10 +103,20 @@ func signedOutUserIsSentToLogin(t *testing.T, front ...string) {
 
 	// The original URI goes to the login page only when it stays on this
 	// site; anything a browser would read as another host becomes "/".
-	for _, uri := range []string{"//evil.com", "//evil.com/path?x=1", `/\evil.com`, `/\/evil.com`} {
+	for _, uri := range []string{"//evil.com", "//evil.com/path?x=1"} {
 		t.Run("open redirect "+uri, func(t *testing.T) {
 			r := s.get(uri, "")
 			s.wantLoginRedirect(t, r, "/login?rd=%2F")
+		})
+	}
+	// Nginx refuses a backslash in a path before asking authz (a Windows
+	// server reads it as "/"; see TestAdminRuleHoldsForEverySpelling);
+	// authz's own answer to one is in authz's TestVerifyLoginRedirect.
+	for _, uri := range []string{`/\evil.com`, `/\/evil.com`} {
+		t.Run("open redirect "+uri, func(t *testing.T) {
+			if r := s.get(uri, ""); r.status != http.StatusBadRequest {
+				t.Errorf("status %d, want 400", r.status)
+			}
 		})
 	}
 }

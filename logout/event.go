@@ -18,6 +18,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -70,13 +72,125 @@ var (
 // huge strings.
 const maxField = 512
 
-// Parse decodes and checks an event.
+// Parse decodes and checks an event. See Decode for what it accepts.
 func Parse(b []byte) (Event, error) {
-	var e Event
-	if err := json.Unmarshal(b, &e); err != nil {
-		return Event{}, fmt.Errorf("%w: %v", ErrNotJSON, err)
+	e, _, err := Decode(b)
+	return e, err
+}
+
+// Decode decodes and checks an event, and names the optional fields it
+// could not read and left out (Ignored: "time", "origin").
+//
+// It takes events as producers write them naturally, because an event
+// dropped is a logout not applied: strict only where applying the event
+// needs it. v, kind and the id the kind names must be right; a user id or
+// tenant written as a JSON number (JSON.stringify of a numeric id) is read
+// as its literal text; time may be an RFC 3339 string, a number of
+// milliseconds since the epoch (Date.now()), or what JavaScript's
+// Date.prototype.toString or toUTCString writes; an unreadable time or
+// origin is left out and named in ignored, the event still applies.
+func Decode(b []byte) (e Event, ignored []string, err error) {
+	var w struct {
+		V       int             `json:"v"`
+		Kind    Kind            `json:"kind"`
+		Tenant  json.RawMessage `json:"tenant"`
+		Session string          `json:"session"`
+		User    json.RawMessage `json:"user"`
+		Token   string          `json:"token"`
+		Time    json.RawMessage `json:"time"`
+		Origin  json.RawMessage `json:"origin"`
 	}
-	return e, e.Validate()
+	if err := json.Unmarshal(b, &w); err != nil {
+		return Event{}, nil, fmt.Errorf("%w: %v", ErrNotJSON, err)
+	}
+	e = Event{V: w.V, Kind: w.Kind, Session: w.Session, Token: w.Token}
+	if e.User, err = idText(w.User, "user"); err != nil {
+		return Event{}, nil, err
+	}
+	if e.Tenant, err = idText(w.Tenant, "tenant"); err != nil {
+		return Event{}, nil, err
+	}
+	if t, ok := parseTime(w.Time); ok {
+		e.Time = t
+	} else {
+		ignored = append(ignored, "time")
+	}
+	if o, ok := optionalString(w.Origin); ok {
+		e.Origin = o
+	} else {
+		ignored = append(ignored, "origin")
+	}
+	return e, ignored, e.Validate()
+}
+
+// idText reads an id that must be a string or a number (its literal
+// text); absent or null is "".
+func idText(raw json.RawMessage, field string) (string, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", nil
+	}
+	switch raw[0] {
+	case '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return "", fmt.Errorf("%w: %s: %v", ErrNotJSON, field, err)
+		}
+		return s, nil
+	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		return string(raw), nil // json.Unmarshal has checked the number
+	}
+	return "", fmt.Errorf("%w: %s is neither a string nor a number", ErrNotJSON, field)
+}
+
+// optionalString reads a free-text field; ok is false when it is present
+// but not a string.
+func optionalString(raw json.RawMessage) (string, bool) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", true
+	}
+	var s string
+	err := json.Unmarshal(raw, &s)
+	return s, err == nil
+}
+
+// timeLayouts are the strings producers write for a time: RFC 3339
+// (Date.prototype.toISOString, Go), JavaScript's Date.prototype.toString
+// (its zone name in parentheses is cut first) and toUTCString.
+var timeLayouts = []string{
+	time.RFC3339Nano,
+	"Mon Jan 02 2006 15:04:05 GMT-0700",
+	time.RFC1123,
+	"2006-01-02T15:04:05.999999999", // an ISO time without zone: UTC, as Date.parse reads a date-only form
+}
+
+// parseTime reads an event's time; ok is false when it is present but
+// unreadable (the event still applies without it).
+func parseTime(raw json.RawMessage) (time.Time, bool) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return time.Time{}, true
+	}
+	if raw[0] != '"' {
+		// Date.now(): milliseconds since the epoch, maybe with a fraction
+		// (performance.timeOrigin + performance.now()).
+		ms, err := strconv.ParseFloat(string(raw), 64)
+		if err != nil || ms <= 0 || ms > 1e15 {
+			return time.Time{}, false
+		}
+		return time.UnixMilli(0).Add(time.Duration(ms * float64(time.Millisecond))), true
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return time.Time{}, false
+	}
+	if i := strings.Index(s, " ("); i > 0 {
+		s = s[:i] // "… GMT+0100 (Central European Standard Time)"
+	}
+	for _, l := range timeLayouts {
+		if t, err := time.Parse(l, s); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // Validate checks that e is an event a subscriber can apply.

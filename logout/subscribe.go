@@ -73,6 +73,7 @@ type Subscriber struct {
 type subMetrics struct {
 	received     *prometheus.CounterVec
 	rejected     *prometheus.CounterVec
+	ignored      *prometheus.CounterVec
 	propagation  prometheus.Histogram
 	connects     prometheus.Counter
 	drops        prometheus.Counter
@@ -108,6 +109,9 @@ func NewSubscriber(rdb redis.UniversalClient, h Handler, cfg SubscriberConfig, r
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "authz_logout_events_rejected_total", Help: "Messages on the logout channel that were not valid events, by reason.",
 		}, []string{"reason"}),
+		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authz_logout_event_fields_ignored_total", Help: "Optional fields of logout events that could not be read and were left out (the event still applied), by field.",
+		}, []string{"field"}),
 		propagation: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "authz_logout_propagation_seconds",
 			Help:    "Time from a logout event's time to its being applied here.",
@@ -135,11 +139,14 @@ func NewSubscriber(rdb redis.UniversalClient, h Handler, cfg SubscriberConfig, r
 	for _, r := range []string{"not_json", "version", "kind", "missing_id", "too_big"} {
 		m.rejected.WithLabelValues(r)
 	}
+	for _, f := range []string{"time", "origin"} {
+		m.ignored.WithLabelValues(f)
+	}
 	for _, k := range []Kind{KindSession, KindUser, KindToken} {
 		m.received.WithLabelValues(string(k))
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.received, m.rejected, m.propagation, m.connects, m.drops, m.live, m.invalidated, m.flushes, m.trackingMsgs} {
+		for _, c := range []prometheus.Collector{m.received, m.rejected, m.ignored, m.propagation, m.connects, m.drops, m.live, m.invalidated, m.flushes, m.trackingMsgs} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -275,7 +282,7 @@ func (s *Subscriber) deliver(m *redis.Message) {
 		s.h.KeysChanged(keys)
 		return
 	}
-	e, err := Parse([]byte(m.Payload))
+	e, ignored, err := Decode([]byte(m.Payload))
 	if err != nil {
 		s.m.rejected.WithLabelValues(rejectReason(err)).Inc()
 		s.cfg.Logger.Warn("ignored a bad logout event", "channel", m.Channel, "err", err)
@@ -283,7 +290,13 @@ func (s *Subscriber) deliver(m *redis.Message) {
 	}
 	s.h.Logout(e)
 	s.m.received.WithLabelValues(string(e.Kind)).Inc()
-	s.m.propagation.Observe(max(0, s.cfg.Now().Sub(e.Time).Seconds()))
+	for _, f := range ignored {
+		s.m.ignored.WithLabelValues(f).Inc()
+	}
+	if !e.Time.IsZero() {
+		// Without a time there is no delay to measure.
+		s.m.propagation.Observe(max(0, s.cfg.Now().Sub(e.Time).Seconds()))
+	}
 }
 
 func rejectReason(err error) string {

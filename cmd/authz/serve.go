@@ -183,6 +183,7 @@ func newServe() *cobra.Command {
 	fs.StringArrayVar(&f.headers, "header", nil, "extra identity header from a session path, e.g. X-Auth-Email=passport.user.email (repeatable)")
 	fs.IntVar(&c.MaxCookieBytes, "max-cookie-bytes", 4096, "longest session cookie value accepted")
 	fs.IntVar(&c.MaxIdentityHeaderBytes, "max-identity-header-bytes", 2048, "longest identity header value sent to Nginx (at most 8192): a longer identity is an invalid session, a longer --header is left out")
+	fs.IntVar(&c.MaxAnswerHeaderBytes, "max-answer-header-bytes", 4096, "largest head of a /verify answer, to fit the proxy's buffer for upstream headers (Nginx's proxy_buffer_size): past it --header values are left out and a 401 points to the plain --login-url")
 	fs.IntVar(&f.maxRequestHeaderBytes, "max-request-header-bytes", 64<<10, "largest request line and header accepted on --listen (431 beyond)")
 	fs.DurationVar(&f.readHeaderTimeout, "read-header-timeout", 5*time.Second, "how long a request on --listen may take from its first byte to the end of its header (and a new connection to send its first request); past it the connection is closed")
 	fs.DurationVar(&f.writeTimeout, "write-timeout", 10*time.Second, "how long writing answers on --listen may block on a client that does not read them; past it the connection is closed")
@@ -231,8 +232,8 @@ func (f *serveFlags) config() (authz.Config, error) {
 	if c.BreakerCooldown <= 0 {
 		return c, errors.New("--redis-breaker-cooldown must be positive")
 	}
-	if c.CacheTTL <= 0 || c.CacheSize <= 0 || c.MaxCookieBytes <= 0 || c.MaxPendingLoads <= 0 || c.MaxIdentityHeaderBytes <= 0 || f.maxRequestHeaderBytes <= 0 {
-		return c, errors.New("--cache-ttl, --cache-size, --max-cookie-bytes, --max-pending-loads, --max-identity-header-bytes and --max-request-header-bytes must be positive")
+	if c.CacheTTL <= 0 || c.CacheSize <= 0 || c.MaxCookieBytes <= 0 || c.MaxPendingLoads <= 0 || c.MaxIdentityHeaderBytes <= 0 || c.MaxAnswerHeaderBytes <= 0 || f.maxRequestHeaderBytes <= 0 {
+		return c, errors.New("--cache-ttl, --cache-size, --max-cookie-bytes, --max-pending-loads, --max-identity-header-bytes, --max-answer-header-bytes and --max-request-header-bytes must be positive")
 	}
 	if f.readHeaderTimeout <= 0 || f.writeTimeout <= 0 || f.maxConns <= 0 {
 		return c, errors.New("--read-header-timeout, --write-timeout and --max-connections must be positive")

@@ -155,7 +155,7 @@ func startNginx(t testing.TB, vars map[string]string, master bool, moreAuthz []s
 	if len(moreAuthz) > 0 {
 		var servers strings.Builder
 		for _, addr := range moreAuthz {
-			fmt.Fprintf(&servers, "server %s;\n", addr)
+			fmt.Fprintf(&servers, "server %s max_fails=0;\n", addr)
 		}
 		writeFile(t, filepath.Join(dir, "authz", "upstream", "more.conf"), servers.String())
 	}
