@@ -305,6 +305,12 @@ func (f *redisFlags) isCluster() bool {
 	return err == nil && t.cluster != nil
 }
 
+// isSentinel reports whether the flags select Sentinel.
+func (f *redisFlags) isSentinel() bool {
+	t, err := f.target()
+	return err == nil && t.failover != nil
+}
+
 // subscriberClient returns the client the logout subscriber listens on:
 // RESP2, so tracking invalidations arrive as pub/sub messages. onConnect,
 // when not nil, arms CLIENT TRACKING on each of its connections. On Sentinel it also returns the options the subscriber
