@@ -579,9 +579,13 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKin
 	defer v.pending.Add(-1)
 	data, ttl, err := k.read(v, ctx, t, key)
 	now := v.cfg.Now().UnixNano()
-	if err != nil && !errors.Is(err, errNotFound) && !errors.Is(err, errRevoked) && !errors.Is(err, errTooLarge) {
+	switch {
+	case errors.Is(err, logout.ErrNotTracked):
+		// Redis answered, from a server the logout subscription is
+		// not on (a failover under way): no sign of Redis being down.
+	case err != nil && !errors.Is(err, errNotFound) && !errors.Is(err, errRevoked) && !errors.Is(err, errTooLarge):
 		v.breaker.failure(now)
-	} else {
+	default:
 		v.breaker.success()
 	}
 	negative := func(r Reason) (*entry, error) {

@@ -66,8 +66,10 @@ type Subscriber struct {
 	mu sync.Mutex
 	ps *redis.PubSub // the current subscription, for restart
 	// master is the Sentinel master's address as last learned (from a
-	// sentinel or a +switch-master), "" before that.
-	master string
+	// sentinel or a +switch-master), "" before that; masters every
+	// address ever learned as the master's.
+	master  string
+	masters map[string]bool
 }
 
 type subMetrics struct {

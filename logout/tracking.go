@@ -231,8 +231,8 @@ func (t *Tracking) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (t *Tracking) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
 
 // ProcessPipelineHook (redis.Hook, reads mode) puts CLIENT TRACKING ON
-// REDIRECT <id> before every pipeline, and with a fence a read of it. The
-// pipeline fails if either does: its reads would not be reported. MULTI
+// REDIRECT <id> before every pipeline, and with a fence a check of it
+// (fenceScript). The pipeline fails if either does: its reads would not be reported. MULTI
 // blocks are left alone.
 func (t *Tracking) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	if !t.reads {
@@ -253,27 +253,37 @@ func (t *Tracking) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 			return next(ctx, cmds)
 		}
 		all := make([]redis.Cmder, 0, len(cmds)+2)
+		var fence *redis.Cmd
+		if t.fenceKey != "" {
+			// First: go-redis judges a pipeline's connection by its
+			// first reply, and drops one that answers READONLY. A
+			// connection to the old master thus leaves the pool, and
+			// the next dial asks a sentinel where the master is now.
+			fence = redis.NewCmd(ctx, "EVAL", fenceScript, 1, t.fenceKey, r.token)
+			all = append(all, fence)
+		}
 		var arm *redis.StatusCmd
 		if r.tracked {
 			arm = redis.NewStatusCmd(ctx, "CLIENT", "TRACKING", "ON", "REDIRECT", r.id)
 			all = append(all, arm)
 		}
-		var fence *redis.StringCmd
-		if t.fenceKey != "" {
-			fence = redis.NewStringCmd(ctx, "GET", t.fenceKey)
-			all = append(all, fence)
-		}
 		all = append(all, cmds...)
 		err := next(ctx, all)
+		if fence != nil && fence.Err() != nil {
+			return failAll(cmds, fmt.Errorf("%w: %w", ErrNotTracked, fence.Err()))
+		}
 		if arm != nil && arm.Err() != nil {
 			return failAll(cmds, fmt.Errorf("arm tracking: %w", arm.Err()))
-		}
-		if fence != nil && (fence.Err() != nil || fence.Val() != r.token) {
-			return failAll(cmds, ErrNotTracked)
 		}
 		return err
 	}
 }
+
+// fenceScript fails, with an error go-redis takes for a connection to a
+// replica, unless the fence key holds the live invalidation connection's
+// token.
+const fenceScript = `if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+return redis.error_reply('READONLY authz: not the Redis server the logout subscription is on')`
 
 func failAll(cmds []redis.Cmder, err error) error {
 	for _, c := range cmds {

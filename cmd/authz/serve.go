@@ -482,7 +482,10 @@ func (f *serveFlags) subscriber(v *authz.Verifier, log *slog.Logger, reg prometh
 		}
 		onConnect = tr.OnConnect
 	}
-	c, sentinel, err := f.redis.subscriberClient(onConnect)
+	// The client is made before the Subscriber whose DialCheck its
+	// dialer asks; no dial happens before Run.
+	var sub *logout.Subscriber
+	c, sentinel, err := f.redis.subscriberClient(onConnect, func(addr string) error { return sub.DialCheck(addr) })
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -490,7 +493,7 @@ func (f *serveFlags) subscriber(v *authz.Verifier, log *slog.Logger, reg prometh
 	if tr != nil {
 		h = tr.Wrap(v)
 	}
-	sub, err := logout.NewSubscriber(c, h, logout.SubscriberConfig{
+	sub, err = logout.NewSubscriber(c, h, logout.SubscriberConfig{
 		Channel: f.channel, Heartbeat: f.heartbeat, Logger: log, Sentinel: sentinel,
 	}, reg)
 	if err != nil {
