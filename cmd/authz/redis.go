@@ -325,7 +325,7 @@ func (f *redisFlags) isSentinel() bool {
 // subscription is on one node, which holds only the sessions of its own
 // slots: tracking would silently miss the others, so it is turned off
 // there and log says so.
-
+//
 // dialCheck, when not nil, is asked before each connection on Sentinel
 // (logout.Subscriber.DialCheck): it refuses a master the sentinels have
 // since replaced.
