@@ -102,8 +102,16 @@ func (s *Subscriber) DialCheck(addr string) error {
 
 // watchSentinel listens on one sentinel until it fails or ctx ends; ok is
 // called once the sentinel confirmed the subscription.
+//
+// Besides +switch-master it hears +promoted-slave: the sentinel leading a
+// failover names the promoted replica as the master (SENTINEL
+// GET-MASTER-ADDR-BY-NAME) from that event on, but announces
+// +switch-master only once the other replicas are reconfigured, up to
+// seconds later; a client that asked it meanwhile may already have
+// written to the new master.
 func (s *Subscriber) watchSentinel(ctx context.Context, c *redis.SentinelClient, master string, ok func()) error {
-	ps := c.Subscribe(ctx, "+switch-master")
+	ps := c.Subscribe(ctx, "+switch-master", "+promoted-slave")
+	confirmed := 0
 	defer ps.Close()
 	stop := context.AfterFunc(ctx, func() { ps.Close() })
 	defer stop()
@@ -123,16 +131,30 @@ func (s *Subscriber) watchSentinel(ctx context.Context, c *redis.SentinelClient,
 		pinged = false
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			ok()
+			if confirmed++; confirmed == 2 {
+				ok()
+			}
 		case *redis.Message:
-			// "<master> <old ip> <old port> <new ip> <new port>"
-			if f := strings.Fields(m.Payload); len(f) == 5 && f[0] == master {
-				if s.switchMaster(net.JoinHostPort(f[3], f[4]), true) {
-					s.cfg.Logger.Info("sentinel switched master; resubscribing to the new one", "master", master, "switch", m.Payload)
-				}
+			if addr := switchedTo(m, master); addr != "" && s.switchMaster(addr, true) {
+				s.cfg.Logger.Info("sentinel switched master; resubscribing to the new one", "master", master, "event", m.Channel, "switch", m.Payload)
 			}
 		}
 	}
+}
+
+// switchedTo is the new master's address a sentinel event announces for
+// master, "" when m is about another master or malformed.
+func switchedTo(m *redis.Message, master string) string {
+	f := strings.Fields(m.Payload)
+	switch {
+	case m.Channel == "+switch-master" && len(f) == 5 && f[0] == master:
+		// "<master> <old ip> <old port> <new ip> <new port>"
+		return net.JoinHostPort(f[3], f[4])
+	case m.Channel == "+promoted-slave" && len(f) == 8 && f[0] == "slave" && f[4] == "@" && f[5] == master:
+		// "slave <ip:port> <ip> <port> @ <master> <old ip> <old port>"
+		return net.JoinHostPort(f[2], f[3])
+	}
+	return ""
 }
 
 // checkMaster asks the sentinel where the master is and restarts the
