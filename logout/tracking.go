@@ -115,6 +115,9 @@ func newTracking(t *Tracking, log *slog.Logger, reg prometheus.Registerer) (*Tra
 // where every key a tracked connection reads is tracked.
 func (t *Tracking) Prefixes() []string { return t.prefixes }
 
+// FenceKey is the read fence's key, "" without one.
+func (t *Tracking) FenceKey() string { return t.fenceKey }
+
 // Reads reports whether t is in reads mode.
 func (t *Tracking) Reads() bool { return t.reads }
 

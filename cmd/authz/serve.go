@@ -387,6 +387,13 @@ func serve(ctx context.Context, f *serveFlags) error {
 	case <-time.After(f.shutdownTimeout):
 		log.Warn("the logout subscription did not end within --shutdown-timeout; exiting anyway")
 	}
+	if tr != nil && tr.FenceKey() != "" {
+		// The fence key is this process's alone; leave no litter. A
+		// crash leaves it, which is harmless.
+		dctx, cancel := context.WithTimeout(context.Background(), f.redis.timeout)
+		rdb.Del(dctx, tr.FenceKey())
+		cancel()
+	}
 	log.Info("stopped")
 	return nil
 }
