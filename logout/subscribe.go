@@ -49,7 +49,10 @@ type SubscriberConfig struct {
 	// to watch for +switch-master. go-redis moves commands to a new master
 	// but leaves a subscription on the old one, which may live on as a
 	// replica; on a switch the Subscriber resubscribes (Subscribed(false),
-	// then Subscribed(true) from the new master). Only MasterName,
+	// then Subscribed(true) from the new master). The client's Dialer
+	// should refuse what DialCheck refuses: go-redis asks one sentinel
+	// where the master is, and it may not have heard yet of a switch
+	// another announced. Only MasterName,
 	// SentinelAddrs, SentinelUsername, SentinelPassword, TLSConfig and
 	// DialTimeout are used.
 	Sentinel *redis.FailoverOptions
