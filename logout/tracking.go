@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -276,7 +277,17 @@ func (t *Tracking) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 			return failAll(cmds, fmt.Errorf("%w: %w", ErrNotTracked, fence.Err()))
 		}
 		if arm != nil && arm.Err() != nil {
-			return failAll(cmds, fmt.Errorf("arm tracking: %w", arm.Err()))
+			if !redirectGone(arm.Err()) {
+				return failAll(cmds, fmt.Errorf("arm tracking: %w", arm.Err()))
+			}
+			// go-redis reports the first error of the whole batch;
+			// report the first of the caller's own.
+			for _, c := range cmds {
+				if c.Err() != nil {
+					return c.Err()
+				}
+			}
+			return nil
 		}
 		return err
 	}
@@ -287,6 +298,16 @@ func (t *Tracking) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // token.
 const fenceScript = `if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
 return redis.error_reply('READONLY authz: not the Redis server the logout subscription is on')`
+
+// redirectGone reports Redis refusing a redirect to a connection that has
+// closed. The read still stands: the Subscriber is about to hear its
+// connection is gone, and then empties the cache of anything read in the
+// meantime, as it does for a lost subscription. Failing it instead would
+// turn every brief subscription loss into failed requests (a CLIENT PAUSE
+// longer than two heartbeats, say).
+func redirectGone(err error) bool {
+	return strings.Contains(err.Error(), "redirect to does not exist")
+}
 
 func failAll(cmds []redis.Cmder, err error) error {
 	for _, c := range cmds {
