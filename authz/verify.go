@@ -627,7 +627,11 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKin
 	defer v.pending.Add(-1)
 	data, ttl, err := k.read(v, ctx, t, key)
 	now := v.cfg.Now().UnixNano()
-	if err != nil && !isAnswer(err) {
+	switch {
+	case errors.Is(err, logout.ErrNotTracked):
+		// Redis answered, from a server the logout subscription is
+		// not on (a failover under way): no sign of Redis being down.
+	case err != nil && !isAnswer(err):
 		// Only the master that failed is counted against, when the
 		// read says which.
 		var ke *keyError
@@ -642,7 +646,7 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKin
 		if !failed {
 			bs[0].failure(now)
 		}
-	} else {
+	default:
 		for _, b := range bs[:n] {
 			b.success()
 		}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
@@ -15,95 +16,150 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// BenchmarkTrackingFanout measures what BCAST tracking costs as a site
-// grows: N authz instances on one Redis, each with tracking on, while a
-// writer touches sessions (EXPIRE, what express-session's touch does) at
-// a fixed rate. For every instance count and write rate it reports, per
-// instance, the invalidation messages and keys received and the CPU used,
-// and Redis's own CPU. Run it once (make bench-fanout):
+// BenchmarkTrackingFanout compares what the tracking modes cost as a site
+// grows: N authz instances on one Redis, each serving a share of the users
+// (a steady verify load of FANOUT_VERIFY requests/s across the site, each
+// instance asked about its own slice of the live sessions), while a writer
+// touches sessions (EXPIRE, what express-session's touch does) at a fixed
+// rate. For every mode, instance count and write rate it reports, per
+// instance, the invalidation messages and keys received, the cache misses
+// and hit ratio and the CPU used, and Redis's own CPU. Run it once
+// (make bench-fanout):
 //
 //	go test -run '^$' -bench TrackingFanout -benchtime 1x ./e2e/
 //
-// FANOUT_INSTANCES and FANOUT_RATES (comma-separated) and FANOUT_SECONDS
-// change the grid and the length of each measurement; FANOUT_WRITERS
-// (16) and FANOUT_BATCH (1: no pipelining) how the writes are sent.
+// FANOUT_MODES (reads,bcast), FANOUT_INSTANCES and FANOUT_RATES
+// (comma-separated), FANOUT_SESSIONS (live sessions), FANOUT_VERIFY and
+// FANOUT_SECONDS change the grid and the length of each measurement;
+// FANOUT_WRITERS (16) and FANOUT_BATCH (1: no pipelining) how the writes
+// are sent.
 func BenchmarkTrackingFanout(b *testing.B) {
-	// 0 instances: what the writes alone cost Redis.
-	instances := envInts(b, "FANOUT_INSTANCES", []int{0, 1, 4, 8})
-	rates := envInts(b, "FANOUT_RATES", []int{1000, 5000, 20000})
-	secs := envInts(b, "FANOUT_SECONDS", []int{4})[0]
+	modes := strings.Split(envString("FANOUT_MODES", "reads,bcast"), ",")
+	instances := envInts(b, "FANOUT_INSTANCES", []int{4, 8, 16})
+	rates := envInts(b, "FANOUT_RATES", []int{0, 2000, 20000})
+	secs := envInts(b, "FANOUT_SECONDS", []int{3})[0]
 	writers := envInts(b, "FANOUT_WRITERS", []int{16})[0]
 	batch := envInts(b, "FANOUT_BATCH", []int{1})[0]
-	const sessions = 10000
-	// Eight processes share the machine with Redis and the writer: one
+	sessions := envInts(b, "FANOUT_SESSIONS", []int{10000})[0]
+	verifyRate := envInts(b, "FANOUT_VERIFY", []int{2000})[0]
+	// Many processes share the machine with Redis and the writer: one
 	// thread each, as a small container would give them.
 	b.Setenv("GOMAXPROCS", "1")
 	var table []string
-	for _, n := range instances {
-		r := testenv.StartRedis(b)
-		var as []*testenv.Authz
-		for range n {
-			as = append(as, testenv.StartAuthz(b, r.URL(), "--log-level", "warn", "--tracking=true"))
-		}
-		for _, a := range as {
-			testenv.WaitFor(b, 10*time.Second, "tracking on "+a.Addr, func() bool {
-				return metricB(b, a, "authz_tracking_enabled") == 1 && metricB(b, a, "authz_logout_subscribed") == 1
-			})
-		}
-		sids, _ := benchSessions(b, r, sessions)
-		rdb := r.Client()
-		for _, rate := range rates {
-			b.Run(fmt.Sprintf("instances=%d/writes=%d", n, rate), func(b *testing.B) {
-				before := fanoutSample(b, r, as)
-				start := time.Now()
-				writes := paceWrites(b, rdb, sids, rate, writers, batch, time.Duration(secs)*time.Second)
-				// Invalidations still on their way are part of the cost:
-				// wait (bounded) until every instance has seen as many keys
-				// as were written, or the stream has gone quiet.
-				var after fanoutStats
-				prev := -1.0
-				testenv.WaitFor(b, 10*time.Second, "invalidations to drain", func() bool {
-					after = fanoutSample(b, r, as)
-					keys := after.keys - before.keys
-					done := keys >= float64(writes*int64(n)) || keys == prev
-					prev = keys
-					return done
+	for _, mode := range modes {
+		for _, n := range instances {
+			r := testenv.StartRedis(b)
+			var as []*testenv.Authz
+			for range n {
+				as = append(as, testenv.StartAuthz(b, r.URL(), "--log-level", "warn", "--tracking=true", "--tracking-mode", mode))
+			}
+			for _, a := range as {
+				testenv.WaitFor(b, 10*time.Second, "tracking on "+a.Addr, func() bool {
+					return metricB(b, a, "authz_tracking_enabled") == 1 && metricB(b, a, "authz_logout_subscribed") == 1
 				})
-				elapsed := time.Since(start).Seconds()
-				d := after.sub(before)
-				perInst := func(v float64) float64 { return safeDiv(v, float64(n)*elapsed) }
-				wps := float64(writes) / elapsed
-				b.ReportMetric(wps, "writes/s")
-				b.ReportMetric(perInst(d.msgs), "msgs/s/inst")
-				b.ReportMetric(perInst(d.keys), "keys/s/inst")
-				b.ReportMetric(100*perInst(d.cpu.Seconds()), "cpu%/inst")
-				b.ReportMetric(100*d.redisCPU.Seconds()/elapsed, "redis-cpu%")
-				b.ReportMetric(d.drops, "drops")
-				lost := 100 * (1 - safeDiv(d.keys, float64(writes*int64(n))))
-				if n == 0 {
-					lost = 0
-				}
-				table = append(table, fmt.Sprintf("| %d | %d | %.0f | %.0f | %.0f | %.1f %% | %.2f µs | %.1f %% | %.1f %% | %.0f |",
-					n, rate, wps, perInst(d.msgs), perInst(d.keys), 100*perInst(d.cpu.Seconds()),
-					// CPU per invalidated key on an instance, and on Redis per
-					// key sent (a write reaches every instance).
-					safeDiv(d.cpu.Seconds()*1e6, d.keys),
-					100*d.redisCPU.Seconds()/elapsed, max(lost, 0), d.drops))
-			})
+			}
+			sids, cookies := benchSessions(b, r, sessions)
+			rdb := r.Client()
+			for _, rate := range rates {
+				b.Run(fmt.Sprintf("mode=%s/instances=%d/writes=%d", mode, n, rate), func(b *testing.B) {
+					before := fanoutSample(b, r, as)
+					start := time.Now()
+					d := time.Duration(secs) * time.Second
+					verified := make(chan int64, 1)
+					go func() { verified <- paceVerifies(as, cookies, verifyRate, d) }()
+					writes := paceWrites(b, rdb, sids, rate, writers, batch, d)
+					<-verified
+					// Invalidations still on their way are part of the
+					// cost: wait (bounded) until the stream has gone quiet.
+					var after fanoutStats
+					prev := -1.0
+					testenv.WaitFor(b, 10*time.Second, "invalidations to drain", func() bool {
+						after = fanoutSample(b, r, as)
+						done := after.keys == prev
+						prev = after.keys
+						return done
+					})
+					elapsed := time.Since(start).Seconds()
+					dd := after.sub(before)
+					perInst := func(v float64) float64 { return safeDiv(v, float64(n)*elapsed) }
+					wps := float64(writes) / elapsed
+					hit := 100 * safeDiv(dd.hits, dd.hits+dd.misses)
+					b.ReportMetric(wps, "writes/s")
+					b.ReportMetric(perInst(dd.msgs), "msgs/s/inst")
+					b.ReportMetric(perInst(dd.misses), "misses/s/inst")
+					b.ReportMetric(hit, "hit%")
+					b.ReportMetric(100*perInst(dd.cpu.Seconds()), "cpu%/inst")
+					b.ReportMetric(100*dd.redisCPU.Seconds()/elapsed, "redis-cpu%")
+					table = append(table, fmt.Sprintf("| %s | %d | %d | %.0f | %.0f | %.0f | %.0f | %.0f %% | %.1f %% | %.1f %% | %.0f |",
+						mode, n, rate, wps, perInst(dd.msgs), perInst(dd.keys), perInst(dd.misses), hit,
+						100*perInst(dd.cpu.Seconds()), 100*dd.redisCPU.Seconds()/elapsed, dd.drops))
+				})
+			}
 		}
 	}
-	fmt.Printf("\nBCAST tracking fan-out: %d s per row, %d writers sending %d EXPIRE(s) at a time, GOMAXPROCS=1 per authz\n"+
-		"| instances | target writes/s | writes/s | msgs/s per instance | keys/s per instance | CPU per instance | CPU per key | Redis CPU | keys lost | subscription drops |\n"+
-		"| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n%s\n", secs, writers, batch, strings.Join(table, "\n"))
+	fmt.Printf("\nTracking fan-out: %d s per row, %d live sessions, %d verifies/s across the site (each instance its own share of sessions), "+
+		"%d writers sending %d EXPIRE(s) at a time, GOMAXPROCS=1 per authz\n"+
+		"| mode | instances | target writes/s | writes/s | msgs/s per instance | keys/s per instance | misses/s per instance | hit ratio | CPU per instance | Redis CPU | subscription drops |\n"+
+		"| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n%s\n", secs, sessions, verifyRate, writers, batch, strings.Join(table, "\n"))
+}
+
+// paceVerifies sends rate verify requests a second for d, spread over the
+// instances, and returns how many were answered. Instance i is asked about
+// the sessions whose index is i modulo len(as): each sees its own share of
+// the users, as behind a balancer with sticky sessions. Some users are
+// much busier than others.
+func paceVerifies(as []*testenv.Authz, cookies []string, rate int, d time.Duration) int64 {
+	if rate == 0 || len(as) == 0 {
+		return 0
+	}
+	const workers = 8
+	start := time.Now()
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			c := benchClient()
+			share := float64(rate) / workers
+			tick := time.NewTicker(time.Millisecond)
+			defer tick.Stop()
+			var sent int64
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			for now := range tick.C {
+				el := now.Sub(start)
+				if el >= d {
+					break
+				}
+				for due := int64(el.Seconds()*share) - sent; due > 0 && time.Since(start) < d; due-- {
+					// Skewed reuse: a few users are busy, most
+					// rarely seen (cubing a uniform draw puts
+					// half the requests on 1/8 of the sessions).
+					u := rng.Float64()
+					k := min(int(u*u*u*float64(len(cookies))), len(cookies)-1)
+					verifyStatus(c, as[k%len(as)].Addr, cookies[k])
+					sent++
+					total.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return total.Load()
+}
+
+func envString(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }
 
 type fanoutStats struct {
-	msgs, keys, drops float64
-	cpu, redisCPU     time.Duration // cpu: summed over the instances
+	msgs, keys, drops, hits, misses float64
+	cpu, redisCPU                   time.Duration // cpu: summed over the instances
 }
 
 func (s fanoutStats) sub(o fanoutStats) fanoutStats {
-	return fanoutStats{s.msgs - o.msgs, s.keys - o.keys, s.drops - o.drops, s.cpu - o.cpu, s.redisCPU - o.redisCPU}
+	return fanoutStats{s.msgs - o.msgs, s.keys - o.keys, s.drops - o.drops, s.hits - o.hits, s.misses - o.misses, s.cpu - o.cpu, s.redisCPU - o.redisCPU}
 }
 
 func fanoutSample(b *testing.B, r *testenv.Redis, as []*testenv.Authz) fanoutStats {
@@ -113,6 +169,8 @@ func fanoutSample(b *testing.B, r *testenv.Redis, as []*testenv.Authz) fanoutSta
 		s.msgs += metricB(b, a, "authz_tracking_messages_total")
 		s.keys += metricB(b, a, "authz_tracking_invalidated_keys_total")
 		s.drops += metricB(b, a, "authz_logout_subscription_drops_total")
+		s.hits += metricB(b, a, "authz_cache_hits_total")
+		s.misses += metricB(b, a, "authz_cache_misses_total")
 		t, err := testenv.CPUTime(a.Pid())
 		if err != nil {
 			b.Fatal(err)

@@ -174,24 +174,111 @@ func TestSessionDeletedWithoutEvent(t *testing.T) {
 			return c.verify(c.instances[0], x.cookie) == 401
 		})
 	})
-	t.Run("tracking on: at once", func(t *testing.T) {
-		t.Parallel()
-		// With an hour of cache TTL only the invalidation can deny it.
-		c := newCluster(t, 2, "--cache-ttl", "1h")
-		for _, a := range c.instances {
-			if metric(t, a, "authz_tracking_enabled") != 1 {
-				t.Fatal("tracking not enabled")
+	for _, mode := range []string{"reads", "bcast"} {
+		t.Run("tracking "+mode+": at once", func(t *testing.T) {
+			t.Parallel()
+			// With 30 s of cache TTL only the invalidation can deny it
+			// within the second.
+			c := newCluster(t, 3, "--cache-ttl", "30s", "--tracking-mode", mode)
+			for _, a := range c.instances {
+				if metric(t, a, "authz_tracking_enabled") != 1 {
+					t.Fatal("tracking not enabled")
+				}
 			}
-		}
-		x := c.site.signIn(bob)
-		c.everywhere(x.cookie, 200, "before DEL")
-		c.site.rdb.Del(context.Background(), "sess:"+x.sid)
-		for _, a := range c.instances {
-			testenv.WaitFor(t, time.Second, "the deleted session to be denied", func() bool {
-				return c.verify(a, x.cookie) == 401
+			x := c.site.signIn(bob)
+			c.everywhere(x.cookie, 200, "before DEL")
+			c.site.rdb.Del(context.Background(), "sess:"+x.sid)
+			for _, a := range c.instances {
+				testenv.WaitFor(t, time.Second, "the deleted session to be denied", func() bool {
+					return c.verify(a, x.cookie) == 401
+				})
+			}
+			if mode != "reads" {
+				return
+			}
+			// An instance hears only of what it read: writes to a
+			// session only the first instance read reach the first
+			// instance alone, once per read.
+			y := c.site.signIn(alice)
+			before := make([]float64, len(c.instances))
+			for i, a := range c.instances {
+				before[i] = metric(t, a, "authz_tracking_messages_total")
+			}
+			if got := c.verify(c.instances[0], y.cookie); got != 200 {
+				t.Fatalf("verify = %d", got)
+			}
+			ctx := context.Background()
+			for range 10 {
+				c.site.rdb.Expire(ctx, "sess:"+y.sid, time.Hour)
+			}
+			testenv.WaitFor(t, time.Second, "the reader to hear of the write", func() bool {
+				return metric(t, c.instances[0], "authz_tracking_messages_total") > before[0]
 			})
-		}
-	})
+			// A write after the message; Redis reports nothing more
+			// until the next read. The probe is a key the first
+			// instance reads again, so its message shows the first
+			// ones have all arrived.
+			c.site.rdb.Expire(ctx, "sess:"+y.sid, time.Hour)
+			z := c.site.signIn(alice)
+			c.verify(c.instances[0], z.cookie)
+			c.site.rdb.Del(ctx, "sess:"+z.sid)
+			testenv.WaitFor(t, time.Second, "the probe's message", func() bool {
+				return metric(t, c.instances[0], "authz_tracking_messages_total") >= before[0]+2
+			})
+			if got := metric(t, c.instances[0], "authz_tracking_messages_total") - before[0]; got != 2 {
+				t.Errorf("the reader got %v messages for 12 writes to two keys it read once each, want 2", got)
+			}
+			for i, a := range c.instances[1:] {
+				if got := metric(t, a, "authz_tracking_messages_total") - before[i+1]; got != 0 {
+					t.Errorf("instance %d, which read neither session, got %v invalidation messages", i+1, got)
+				}
+			}
+		})
+	}
+}
+
+// TestInvalidationConnectionKilled: the connection Redis sends
+// invalidations to is killed while sessions are cached, and one of them is
+// deleted at that moment, so its invalidation may be lost. It must not be
+// allowed afterwards; and sessions cached once the connection is back, read
+// through pooled connections armed for the old one, must still be reported.
+func TestInvalidationConnectionKilled(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 2, "--cache-ttl", "30s")
+	ctx := context.Background()
+	var xs []session
+	for range 5 {
+		x := c.site.signIn(bob)
+		c.everywhere(x.cookie, 200, "before")
+		xs = append(xs, x)
+	}
+	connects := make([]float64, len(c.instances))
+	for i, a := range c.instances {
+		connects[i] = metric(t, a, "authz_logout_subscription_connects_total")
+	}
+	// KILL and DEL in one round trip: nothing runs between them.
+	pipe := c.site.rdb.Pipeline()
+	pipe.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub")
+	pipe.Del(ctx, "sess:"+xs[0].sid)
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range c.instances {
+		testenv.WaitFor(t, 5*time.Second, "the subscription to come back", func() bool {
+			return metric(t, a, "authz_logout_subscription_connects_total") > connects[i] &&
+				metric(t, a, "authz_tracking_enabled") == 1
+		})
+	}
+	c.everywhere(xs[0].cookie, 401, "after the reconnect, the session deleted as the connection died")
+	for _, x := range xs[1:] {
+		c.everywhere(x.cookie, 200, "after the reconnect, a live session")
+	}
+	c.site.rdb.Del(ctx, "sess:"+xs[1].sid)
+	for _, a := range c.instances {
+		testenv.WaitFor(t, time.Second, "a session cached after the reconnect to be denied once deleted", func() bool {
+			return c.verify(a, xs[1].cookie) == 401
+		})
+	}
 }
 
 func TestLogoutLostWhileSubscriptionDown(t *testing.T) {

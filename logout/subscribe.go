@@ -49,7 +49,10 @@ type SubscriberConfig struct {
 	// to watch for +switch-master. go-redis moves commands to a new master
 	// but leaves a subscription on the old one, which may live on as a
 	// replica; on a switch the Subscriber resubscribes (Subscribed(false),
-	// then Subscribed(true) from the new master). Only MasterName,
+	// then Subscribed(true) from the new master). The client's Dialer
+	// should refuse what DialCheck refuses: go-redis asks one sentinel
+	// where the master is, and it may not have heard yet of a switch
+	// another announced. Only MasterName,
 	// SentinelAddrs, SentinelUsername, SentinelPassword, TLSConfig and
 	// DialTimeout are used.
 	Sentinel *redis.FailoverOptions
@@ -66,8 +69,10 @@ type Subscriber struct {
 	mu sync.Mutex
 	ps *redis.PubSub // the current subscription, for restart
 	// master is the Sentinel master's address as last learned (from a
-	// sentinel or a +switch-master), "" before that.
-	master string
+	// sentinel or a +switch-master), "" before that; masters every
+	// address ever learned as the master's.
+	master  string
+	masters map[string]bool
 }
 
 type subMetrics struct {

@@ -2,6 +2,7 @@ package logout
 
 import (
 	"context"
+	"net"
 	"slices"
 	"testing"
 	"time"
@@ -21,14 +22,25 @@ func TestSubscriberFollowsSentinelFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The Dialer asks the Subscriber (made below, before any dial):
+	// go-redis's sentinel may still name the old master after another
+	// sentinel announced the switch.
+	var sub *Subscriber
 	fo := &redis.FailoverOptions{
 		MasterName: testenv.SentinelMaster, SentinelAddrs: s.Addrs,
 		Protocol: 2, ReadTimeout: -1, OnConnect: tr.OnConnect,
+		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if err := sub.DialCheck(addr); err != nil {
+				return nil, err
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
 	}
 	sc := redis.NewFailoverClient(fo)
 	defer sc.Close()
 	rec := &recorder{}
-	sub, err := NewSubscriber(sc, rec, SubscriberConfig{Heartbeat: 200 * time.Millisecond, Sentinel: fo}, nil)
+	sub, err = NewSubscriber(sc, rec, SubscriberConfig{Heartbeat: 200 * time.Millisecond, Sentinel: fo}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

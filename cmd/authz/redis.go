@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -305,6 +306,12 @@ func (f *redisFlags) isCluster() bool {
 	return err == nil && t.cluster != nil
 }
 
+// isSentinel reports whether the flags select Sentinel.
+func (f *redisFlags) isSentinel() bool {
+	t, err := f.target()
+	return err == nil && t.failover != nil
+}
+
 // subscriberClient returns the client the logout subscriber listens on:
 // RESP2, so tracking invalidations arrive as pub/sub messages. onConnect,
 // when not nil, arms CLIENT TRACKING on each of its connections. On Sentinel it also returns the options the subscriber
@@ -318,8 +325,11 @@ func (f *redisFlags) isCluster() bool {
 // subscription is on one node, which holds only the sessions of its own
 // slots: tracking would silently miss the others, so it is turned off
 // there and log says so.
-
-func (f *redisFlags) subscriberClient(onConnect func(context.Context, *redis.Conn) error) (redis.UniversalClient, *redis.FailoverOptions, error) {
+//
+// dialCheck, when not nil, is asked before each connection on Sentinel
+// (logout.Subscriber.DialCheck): it refuses a master the sentinels have
+// since replaced.
+func (f *redisFlags) subscriberClient(onConnect func(context.Context, *redis.Conn) error, dialCheck func(addr string) error) (redis.UniversalClient, *redis.FailoverOptions, error) {
 	t, err := f.target()
 	if err != nil {
 		return nil, nil, err
@@ -332,5 +342,18 @@ func (f *redisFlags) subscriberClient(onConnect func(context.Context, *redis.Con
 		dial: f.dialTimeout, read: max(f.timeout, f.dialTimeout), write: f.timeout,
 		maxRetries: 1, poolSize: 2, protocol: 2, onConnect: onConnect,
 	})
+	if t.failover != nil && dialCheck != nil {
+		o := t.failover
+		d := &net.Dialer{Timeout: o.DialTimeout, KeepAlive: 5 * time.Minute}
+		o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if err := dialCheck(addr); err != nil {
+				return nil, err
+			}
+			if o.TLSConfig != nil {
+				return (&tls.Dialer{NetDialer: d, Config: o.TLSConfig}).DialContext(ctx, network, addr)
+			}
+			return d.DialContext(ctx, network, addr)
+		}
+	}
 	return t.newClient(), t.failover, nil
 }

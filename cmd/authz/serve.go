@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -141,6 +143,7 @@ type serveFlags struct {
 	maxConns              int
 	shutdownDelay         time.Duration
 	tracking              bool
+	trackingMode          string
 	stdlibHTTP            bool
 	heartbeat             time.Duration
 	logoutCfg             authz.LogoutConfig
@@ -193,6 +196,7 @@ func newServe() *cobra.Command {
 	fs.StringVar(&c.LoginURL, "login-url", "/login", "login page a 401 points to (X-Auth-Redirect)")
 	fs.StringVar(&c.RedirectParam, "redirect-param", "rd", "query parameter carrying the original URI to the login page")
 	fs.BoolVar(&f.tracking, "tracking", true, "Redis server-assisted invalidation (CLIENT TRACKING): sessions deleted or changed without an event leave the cache at once")
+	fs.StringVar(&f.trackingMode, "tracking-mode", "reads", "reads: Redis reports to each instance only the sessions it read (messages grow with its cache misses); bcast: every write of every session key to every instance (docs/scale.md)")
 	fs.DurationVar(&f.heartbeat, "subscribe-heartbeat", time.Second, "ping the logout subscription when silent this long; no answer within another and it counts as lost")
 	fs.StringVar(&f.logoutCfg.Redirect, "logout-redirect", "/login", "where POST /logout sends the browser")
 	fs.StringVar(&f.logoutCfg.CookieDomain, "cookie-domain", "", "the session cookie's Domain attribute, to expire it on logout")
@@ -240,6 +244,9 @@ func (f *serveFlags) config() (authz.Config, error) {
 	}
 	if c.StaleIfError < 0 {
 		return c, errors.New("--stale-if-error must not be negative")
+	}
+	if f.trackingMode != "reads" && f.trackingMode != "bcast" {
+		return c, fmt.Errorf("--tracking-mode %q: want reads or bcast", f.trackingMode)
 	}
 	return c, nil
 }
@@ -303,8 +310,13 @@ func serve(ctx context.Context, f *serveFlags) error {
 		return err
 	}
 	defer subClient.Close()
-	var tracked []string // what tracking watches; none when it is off
-	if tr != nil {
+	var tracked []string // what BCAST tracking watches; none when it is off
+	switch {
+	case tr != nil && tr.Reads():
+		// Every pipeline the verifier sends arms tracking first.
+		rdb.AddHook(tr)
+		v.SetStaleGuard(func(string) bool { return tr.Enabled() })
+	case tr != nil:
 		tracked = tr.Prefixes()
 		v.SetStaleGuard(func(prefix string) bool { return tr.Enabled() && covered(tracked, prefix) })
 	}
@@ -396,6 +408,13 @@ func serve(ctx context.Context, f *serveFlags) error {
 	case <-time.After(f.shutdownTimeout):
 		log.Warn("the logout subscription did not end within --shutdown-timeout; exiting anyway")
 	}
+	if tr != nil && tr.FenceKey() != "" {
+		// The fence key is this process's alone; leave no litter. A
+		// crash leaves it, which is harmless.
+		dctx, cancel := context.WithTimeout(context.Background(), f.redis.timeout)
+		rdb.Del(dctx, tr.FenceKey())
+		cancel()
+	}
 	log.Info("stopped")
 	return nil
 }
@@ -470,6 +489,20 @@ func (f *serveFlags) subscriber(v *authz.Verifier, log *slog.Logger, reg prometh
 	var tr *logout.Tracking
 	if f.tracking && f.redis.isCluster() {
 		log.Warn("tracking (--tracking) is off on Redis Cluster: Redis tracks keys per node and the logout subscription lives on one node; sessions deleted without a logout event stop passing within --cache-ttl")
+	} else if f.tracking && f.trackingMode == "reads" {
+		// On Sentinel, reads must also prove they reach the master the
+		// subscription is on (docs/redis.md, "Failover").
+		fence := ""
+		if f.redis.isSentinel() {
+			var b [8]byte
+			rand.Read(b[:])
+			fence = "authz:fence:" + hex.EncodeToString(b[:])
+		}
+		var err error
+		if tr, err = logout.NewReadTracking(fence, log, reg); err != nil {
+			return nil, nil, nil, err
+		}
+		onConnect = tr.OnConnect
 	} else if f.tracking {
 		var err error
 		if tr, err = logout.NewTracking(trackedPrefixes(v.KeyPrefixes()), log, reg); err != nil {
@@ -477,11 +510,18 @@ func (f *serveFlags) subscriber(v *authz.Verifier, log *slog.Logger, reg prometh
 		}
 		onConnect = tr.OnConnect
 	}
-	c, sentinel, err := f.redis.subscriberClient(onConnect)
+	// The client is made before the Subscriber whose DialCheck its
+	// dialer asks; no dial happens before Run.
+	var sub *logout.Subscriber
+	c, sentinel, err := f.redis.subscriberClient(onConnect, func(addr string) error { return sub.DialCheck(addr) })
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	sub, err := logout.NewSubscriber(c, v, logout.SubscriberConfig{
+	var h logout.Handler = v
+	if tr != nil {
+		h = tr.Wrap(v)
+	}
+	sub, err = logout.NewSubscriber(c, h, logout.SubscriberConfig{
 		Channel: f.channel, Heartbeat: f.heartbeat, Logger: log, Sentinel: sentinel,
 	}, reg)
 	if err != nil {
