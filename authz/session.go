@@ -26,6 +26,10 @@ type Session struct {
 	Expires time.Time
 
 	userValue []string // User as a header value, built once
+	// accessToken is the token read from Config.AccessTokenPaths, checked
+	// like an identity header value. Unexported, so no log line or %v of a
+	// Session can show it; only a location with access_token= gets it.
+	accessToken string
 }
 
 // Header is one identity header sent back to Nginx. Value is a one-element
@@ -74,6 +78,8 @@ type decoder struct {
 	userPaths  [][]string
 	rolesPaths [][]string
 	headers    []HeaderMapping
+	// accessTokenPaths are tried in order for the access token to relay.
+	accessTokenPaths [][]string
 	// enforceExpires makes cookie.expires authoritative, for stores written
 	// without a Redis TTL. Off, a malformed expires is ignored like
 	// express-session ignores it.
@@ -174,6 +180,19 @@ func (d *decoder) decode(data []byte) (*Session, error) {
 			continue
 		}
 		s.Headers = append(s.Headers, Header{Name: m.Header, Value: []string{val}})
+	}
+	for _, p := range d.accessTokenPaths {
+		v, ok := lookup(root, p)
+		if !ok {
+			continue
+		}
+		// A string or nothing: an object or a number is no bearer token.
+		// Like an extra header, a value that cannot be sent is left out,
+		// and access_token=require refuses the session then.
+		if tok, ok := v.(string); ok && tok != "" && validHeaderValue(tok) && !d.over(len(tok)) {
+			s.accessToken = tok
+		}
+		break
 	}
 	return s, nil
 }

@@ -29,8 +29,11 @@ type Tenant struct {
 	Secrets    []string
 	UserPaths  [][]string
 	RolesPaths [][]string
-	Headers    []HeaderMapping
-	LoginURL   string
+	// AccessTokenPaths locate the access token locations may relay
+	// (access_token= in the verify URL).
+	AccessTokenPaths [][]string
+	Headers          []HeaderMapping
+	LoginURL         string
 	// Line is where the tenant is defined in its file, for error messages
 	// (0: not from a file).
 	Line int
@@ -174,6 +177,9 @@ func (v *Verifier) buildTenant(t Tenant) (*tenant, error) {
 	if t.Headers == nil {
 		t.Headers = cfg.Headers
 	}
+	if t.AccessTokenPaths == nil {
+		t.AccessTokenPaths = cfg.AccessTokenPaths
+	}
 	if t.LoginURL == "" {
 		t.LoginURL = cfg.LoginURL
 	}
@@ -202,12 +208,13 @@ func (v *Verifier) buildTenant(t Tenant) (*tenant, error) {
 		id:    strconv.FormatUint(v.tenantSeq.Add(1), 36),
 		codec: newCookieCodec(t.CookieName, t.Secrets, cfg.MaxCookieBytes),
 		decoder: decoder{
-			userPaths:      t.UserPaths,
-			rolesPaths:     t.RolesPaths,
-			headers:        t.Headers,
-			enforceExpires: cfg.EnforceExpires,
-			maxHeader:      cfg.MaxIdentityHeaderBytes,
-			overCap:        func() { v.metrics.bound("identity_header") },
+			userPaths:        t.UserPaths,
+			rolesPaths:       t.RolesPaths,
+			headers:          t.Headers,
+			accessTokenPaths: t.AccessTokenPaths,
+			enforceExpires:   cfg.EnforceExpires,
+			maxHeader:        cfg.MaxIdentityHeaderBytes,
+			overCap:          func() { v.metrics.bound("identity_header") },
 		},
 		store: store{rdb: v.rdb, prefix: t.KeyPrefix, timeout: cfg.RedisTimeout,
 			maxBytes: cfg.MaxSessionBytes, revokedPrefix: cfg.RevokedPrefix},
