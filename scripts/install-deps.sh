@@ -29,6 +29,11 @@ if [ "$(printf '%s\n%s\n' "$go_want" "$go_have" | sort -V | head -n1)" != "$go_w
 fi
 
 need=()
+# make runs this script from `make test` and `make demo`; on a machine
+# without it, run this script first.
+command -v make >/dev/null 2>&1 || need+=(make)
+# go build stamps the commit into the binary, which needs git in a clone.
+[ ! -e .git ] || command -v git >/dev/null 2>&1 || need+=(git)
 # The Sentinel tests run `redis-server --sentinel` (the same binary), so
 # Debian's redis-sentinel package, which would start a system sentinel on
 # port 26379, is not needed.
