@@ -105,3 +105,26 @@ func TestAccessTokenRelayWithoutPath(t *testing.T) {
 		t.Fatalf("without the rule: %d %v", w.Code, w.Header())
 	}
 }
+
+// authz's own API tokens keep working where the access token is relayed:
+// their identity holds no access token, so none is handed on.
+func TestAccessTokenRelayWithAPIToken(t *testing.T) {
+	f, _ := relayFixture(t, func(c *Config) { c.BearerTokens = true })
+	svc := f.token(svcJSON, time.Hour)
+	_, alice := f.session(tokenJSON, time.Hour)
+	for _, tc := range []struct {
+		query  string
+		status int
+	}{
+		{"access_token=pass", 200},
+		{"access_token=require", 403},
+	} {
+		w := f.verify(alice, tc.query, "Authorization", "Bearer "+svc)
+		if w.Code != tc.status || w.Header().Get(AccessTokenHeader) != "" {
+			t.Errorf("%s with an API token (and a session cookie with a token): %d %v, want %d and no token", tc.query, w.Code, w.Header(), tc.status)
+		}
+		if tc.status == 200 && w.Header().Get("X-Auth-User") != "svc-billing" {
+			t.Errorf("%s: the API token's identity is not the answer: %v", tc.query, w.Header())
+		}
+	}
+}
