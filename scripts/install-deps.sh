@@ -4,29 +4,21 @@
 # (go test -race needs cgo) and the Go modules. Go and Node.js themselves are
 # not installed, only checked: the versions are below, and the messages say
 # where to get them. Run by `make test` and `make demo`, so it is idempotent,
-# quiet, and fast when everything is present (a few command lookups and no
-# network). Elsewhere than Debian/Ubuntu it says what to install.
+# quiet, and fast when everything is present (command lookups and one stat:
+# no network, no go or node start-up). Elsewhere than Debian/Ubuntu it says
+# what to install.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+case "$0" in */*) cd "${0%/*}/.." ;; *) cd .. ;; esac
 
 # Go: go.mod's go line is the one truth (README says the same).
-go_want=$(sed -n 's/^go \([0-9][0-9.]*\)$/\1/p' go.mod)
+go_want=
+while read -r word version _; do
+	if [ "$word" = go ]; then go_want=$version; break; fi
+done <go.mod
 command -v go >/dev/null 2>&1 || {
 	echo "install-deps: Go >= $go_want is needed (go.mod); none on PATH. Get it from https://go.dev/dl/" >&2
 	exit 1
 }
-# GOTOOLCHAIN=local: the go installed, not one it would switch to.
-go_have=$(GOTOOLCHAIN=local go env GOVERSION 2>/dev/null || true)
-go_have=${go_have#go}
-if [ "$(printf '%s\n%s\n' "$go_want" "$go_have" | sort -V | head -n1)" != "$go_want" ]; then
-	case "$(go env GOTOOLCHAIN 2>/dev/null)" in
-	*local*|"")
-		echo "install-deps: Go >= $go_want is needed (go.mod), found ${go_have:-an unknown version}. Get it from https://go.dev/dl/ (or unset GOTOOLCHAIN=local: Go >= 1.21 then fetches go$go_want itself)" >&2
-		exit 1
-		;;
-	esac
-	# GOTOOLCHAIN=auto (the default): go fetches go$go_want on first use.
-fi
 
 need=()
 # make runs this script from `make test` and `make demo`; on a machine
@@ -57,6 +49,19 @@ elif ! command -v npm >/dev/null 2>&1; then
 	need+=(npm)
 fi
 
+# The fast path, when nothing is missing: if go, node, npm, go.mod, go.sum
+# and this script are what the last successful run checked (paths, times,
+# sizes), the version checks and the module download below are done
+# already. One stat, no network, no go or node start-up.
+stamp=bin/.install-deps-ok
+fingerprint() {
+	stat -L -c '%n %Y %s' "$(command -v go)" "$(command -v node)" "$(command -v npm)" go.mod go.sum scripts/install-deps.sh 2>/dev/null
+}
+if ((${#need[@]} == 0)) && [ -f "$stamp" ] && [ "$(fingerprint)" = "$(<"$stamp")" ]; then
+	exit 0
+fi
+rm -f "$stamp"
+
 if ((${#need[@]})); then
 	if command -v apt-get >/dev/null 2>&1; then
 		sudo=""
@@ -76,6 +81,19 @@ if ((${#need[@]})); then
 	fi
 fi
 
+# GOTOOLCHAIN=local: the go installed, not one it would switch to.
+go_have=$(GOTOOLCHAIN=local go env GOVERSION 2>/dev/null || true)
+go_have=${go_have#go}
+if [ "$(printf '%s\n%s\n' "$go_want" "$go_have" | sort -V | head -n1)" != "$go_want" ]; then
+	case "$(go env GOTOOLCHAIN 2>/dev/null)" in
+	*local*|"")
+		echo "install-deps: Go >= $go_want is needed (go.mod), found ${go_have:-an unknown version}. Get it from https://go.dev/dl/ (or unset GOTOOLCHAIN=local: Go >= 1.21 then fetches go$go_want itself)" >&2
+		exit 1
+		;;
+	esac
+	# GOTOOLCHAIN=auto (the default): go fetches go$go_want on first use.
+fi
+
 # The Node examples (express-session + connect-redis 9) need Node >= 18.19.
 # node --version answers before Node starts its engine: no start-up cost.
 node_have=$(node --version)
@@ -85,14 +103,7 @@ if [ "$(printf '18.19.0\n%s\n' "$node_have" | sort -V | head -n1)" != 18.19.0 ];
 	exit 1
 fi
 
-# The Go modules, up front, once per go.sum: the stamp in bin/ says they were
-# fetched for this go.sum (should the module cache be emptied since, go build
-# fetches what it needs anyway). The examples' npm packages are installed by
-# the tests and the demo themselves, from each package-lock.json, when it
-# changed.
-stamp=bin/.go-mod-download
-if ! [ "$stamp" -nt go.sum ] || ! [ "$stamp" -nt go.mod ]; then
-	go mod download
-	mkdir -p bin
-	touch "$stamp"
-fi
+# The Go modules, up front (go build would fetch them too).
+go mod download
+mkdir -p bin
+fingerprint >"$stamp"
