@@ -44,7 +44,10 @@ func rawHead(t *testing.T, addr, req string) []byte {
 func TestEveryAnswerFitsTheCap(t *testing.T) {
 	name, _ := ParseHeaderMapping("X-Auth-Name=passport.user.name")
 	roles, _ := ParseHeaderMapping("X-Auth-Roles=passport.user.roles")
-	f := newFixture(t, func(c *Config) { c.Headers = append(c.Headers, name, roles) })
+	f := newFixture(t, func(c *Config) {
+		c.Headers = append(c.Headers, name, roles)
+		c.AccessTokenPaths = [][]string{{"passport", "user", "accessToken"}}
+	})
 	narrow := startServer(t, f)
 	std := httptest.NewServer(f.v)
 	t.Cleanup(std.Close)
@@ -54,6 +57,9 @@ func TestEveryAnswerFitsTheCap(t *testing.T) {
 	kb := strings.Repeat("x", 2000)
 	_, big := f.session(`{"cookie":{},"passport":{"user":{"id":"`+strings.Repeat("u", 2048)+`","email":"`+kb+`@example.com","name":"`+kb+`","roles":"`+kb+`"}}}`, time.Hour)
 	_, three := f.session(`{"cookie":{},"passport":{"user":{"id":"mallory","email":"`+kb+`","name":"`+kb+`","roles":"`+kb+`"}}}`, time.Hour)
+	// A relayed access token counts too, before the extra headers.
+	_, relayed := f.session(`{"cookie":{},"passport":{"user":{"id":"`+strings.Repeat("r", 2048)+`","accessToken":"`+strings.Repeat("t", 2048)+`","email":"`+kb+`"}}}`, time.Hour)
+	_, token := f.session(`{"cookie":{},"passport":{"user":{"id":"trent","accessToken":"`+strings.Repeat("t", 2048)+`","email":"`+kb+`","name":"`+kb+`"}}}`, time.Hour)
 
 	uris := map[string]string{
 		"slashes (each escapes to 3 bytes)": "/a" + strings.Repeat("/", 1350),
@@ -72,9 +78,9 @@ func TestEveryAnswerFitsTheCap(t *testing.T) {
 			}
 		}
 	}
-	for _, cookie := range []string{big, three} {
+	for _, cookie := range []string{big, three, relayed, token} {
 		for server, addr := range map[string]string{"narrow": narrow, "net/http": stdAddr} {
-			head := rawHead(t, addr, "GET /verify HTTP/1.1\r\nHost: authz\r\nCookie: connect.sid="+cookie+"\r\nConnection: close\r\n\r\n")
+			head := rawHead(t, addr, "GET /verify?access_token=pass HTTP/1.1\r\nHost: authz\r\nCookie: connect.sid="+cookie+"\r\nConnection: close\r\n\r\n")
 			if len(head) > limit {
 				t.Errorf("%s server: 200 head is %d bytes, over %d", server, len(head), limit)
 			}
@@ -90,6 +96,14 @@ func TestEveryAnswerFitsTheCap(t *testing.T) {
 	if w.Header().Get("X-Auth-Email") != kb || w.Header().Get("X-Auth-Name") != "" || w.Header().Get("X-Auth-Roles") != "" {
 		t.Errorf("headers kept: email %d bytes, name %d, roles %d; want the email only",
 			len(w.Header().Get("X-Auth-Email")), len(w.Header().Get("X-Auth-Name")), len(w.Header().Get("X-Auth-Roles")))
+	}
+	// The token is kept before the extra headers; past the cap it is left
+	// out, never the identity.
+	if w := f.verify(token, "access_token=pass"); len(w.Header().Get(AccessTokenHeader)) != 2048 || w.Header().Get("X-Auth-Name") != "" {
+		t.Errorf("token %d bytes, name %d; want the token and no name", len(w.Header().Get(AccessTokenHeader)), len(w.Header().Get("X-Auth-Name")))
+	}
+	if w := f.verify(relayed, "access_token=pass"); w.Header().Get(AccessTokenHeader) != "" || len(w.Header().Get("X-Auth-User")) != 2048 {
+		t.Errorf("identity at its cap: token %d bytes, user %d; want the user and no token", len(w.Header().Get(AccessTokenHeader)), len(w.Header().Get("X-Auth-User")))
 	}
 	// A URI that fits once escaped is still carried.
 	fits := "/" + strings.Repeat("%", 1000)

@@ -28,6 +28,10 @@ const (
 	ReasonUserNotAllowed Reason = "user_not_allowed" // 403
 	ReasonRoleNotAllowed Reason = "role_not_allowed" // 403
 	ReasonUnknownHost    Reason = "unknown_host"     // 403: no tenant serves the host
+	// ReasonNoAccessToken: the location requires an access token to relay
+	// (access_token=require) and the session holds none. 403, not a login
+	// redirect: signing in again need not bring one, and must not loop.
+	ReasonNoAccessToken Reason = "no_access_token" // 403
 
 	ReasonStoreUnavailable Reason = "store_unavailable" // 503
 	ReasonBadRule          Reason = "bad_rule"          // 500
@@ -38,7 +42,7 @@ var allReasons = []Reason{
 	ReasonBadSignature, ReasonInvalidSessionID, ReasonNotFound, ReasonAnonymous,
 	ReasonExpired, ReasonInvalidSession, ReasonSessionTooLarge, ReasonRevoked,
 	ReasonBadToken, ReasonTokenNotFound, ReasonInvalidToken,
-	ReasonUserNotAllowed, ReasonRoleNotAllowed, ReasonUnknownHost, ReasonStoreUnavailable, ReasonBadRule,
+	ReasonUserNotAllowed, ReasonRoleNotAllowed, ReasonUnknownHost, ReasonNoAccessToken, ReasonStoreUnavailable, ReasonBadRule,
 }
 
 // Status is the HTTP status a verify request with this reason answers with.
@@ -49,7 +53,7 @@ func (r Reason) Status() int {
 	switch r {
 	case ReasonOK:
 		return http.StatusOK
-	case ReasonUserNotAllowed, ReasonRoleNotAllowed, ReasonUnknownHost:
+	case ReasonUserNotAllowed, ReasonRoleNotAllowed, ReasonUnknownHost, ReasonNoAccessToken:
 		// An unknown host is refused, not sent to a login page: no
 		// tenant's login could help, and 403 is a status Nginx's
 		// auth_request passes on rather than turning into a 500.

@@ -19,7 +19,32 @@ type Rules struct {
 	// for a proxy whose host header a client could forge, and to pin a
 	// location to one tenant.
 	Tenant string
+	// AccessToken (access_token=pass or access_token=require) hands the
+	// session's access token (Config.AccessTokenPaths) back to Nginx in
+	// AccessTokenHeader, for it to relay to the service. Only locations
+	// that ask get it: the token is never in any other answer.
+	AccessToken TokenRelay
 }
+
+// TokenRelay is what a location wants of the session's access token.
+type TokenRelay uint8
+
+// The values of the access_token= rule.
+const (
+	// RelayNone: the token stays in the session (no access_token=).
+	RelayNone TokenRelay = iota
+	// RelayPass: relayed when the session has one (access_token=pass).
+	RelayPass
+	// RelayRequire: relayed, and a session without one is refused with
+	// ReasonNoAccessToken (access_token=require).
+	RelayRequire
+)
+
+// AccessTokenHeader carries a relayed access token in authz's answer to
+// Nginx, which sends it to the service (nginx/authz/token-*.conf). It is a
+// header of the auth subrequest's answer only: Nginx never passes those to
+// the browser.
+const AccessTokenHeader = "X-Auth-Access-Token"
 
 // ParseRules parses a verify query string. Unknown parameters are an error:
 // a typo such as allow_role=admin must not silently allow everyone.
@@ -38,12 +63,22 @@ func ParseRules(rawQuery string) (*Rules, error) {
 			}
 			r.Tenant = vs[0]
 			continue
+		case "access_token":
+			switch {
+			case len(vs) == 1 && vs[0] == "pass":
+				r.AccessToken = RelayPass
+			case len(vs) == 1 && vs[0] == "require":
+				r.AccessToken = RelayRequire
+			default:
+				return nil, fmt.Errorf("verify query %q: access_token= takes pass or require", rawQuery)
+			}
+			continue
 		case "allow_users":
 			dst = &r.Users
 		case "allow_roles":
 			dst = &r.Roles
 		default:
-			return nil, fmt.Errorf("verify query %q: unknown rule %q (want allow_users, allow_roles or tenant)", rawQuery, k)
+			return nil, fmt.Errorf("verify query %q: unknown rule %q (want allow_users, allow_roles, tenant or access_token)", rawQuery, k)
 		}
 		for _, v := range vs {
 			for _, p := range strings.Split(v, ",") {
@@ -70,6 +105,9 @@ func (r *Rules) check(s *Session) Reason {
 		return slices.Contains(r.Roles, role)
 	}) {
 		return ReasonRoleNotAllowed
+	}
+	if r.AccessToken == RelayRequire && s.accessToken == "" {
+		return ReasonNoAccessToken
 	}
 	return ""
 }

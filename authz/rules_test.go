@@ -24,6 +24,12 @@ func TestParseRules(t *testing.T) {
 		{query: "allow_users=,", wantErr: true},
 		{query: "allow_users=%zz", wantErr: true},
 		{query: "x=1", wantErr: true},
+		{query: "access_token=pass", sess: Session{User: "x"}},
+		{query: "access_token=require", sess: Session{User: "x", accessToken: "t"}},
+		{query: "access_token=require", sess: Session{User: "x"}, want: ReasonNoAccessToken},
+		{query: "access_token=require&allow_users=y", sess: Session{User: "x"}, want: ReasonUserNotAllowed},
+		{query: "access_token=yes", wantErr: true},
+		{query: "access_token=pass&access_token=require", wantErr: true},
 	}
 	for _, tt := range tests {
 		r, err := ParseRules(tt.query)

@@ -631,6 +631,9 @@ func (sc *serverConn) writeAnswer(a Answer, req *request) {
 		for _, h := range a.Session.Headers {
 			writeHeader(w, h.Name, h.Value[0])
 		}
+		if a.AccessToken != "" {
+			writeHeader(w, AccessTokenHeader, a.AccessToken)
+		}
 	case http.StatusUnauthorized:
 		if a.Reason.bearer() {
 			writeHeader(w, "WWW-Authenticate", bearerChallenge)

@@ -30,6 +30,10 @@ type Session struct {
 	Expires time.Time
 
 	userValue []string // User as a header value, built once
+	// accessToken is the token read from Config.AccessTokenPaths, checked
+	// like an identity header value. Unexported, so no log line or %v of a
+	// Session can show it; only a location with access_token= gets it.
+	accessToken string
 }
 
 // Header is one identity header sent back to Nginx. Value is a one-element
@@ -78,6 +82,8 @@ type decoder struct {
 	userPaths  [][]string
 	rolesPaths [][]string
 	headers    []HeaderMapping
+	// accessTokenPaths are tried in order for the access token to relay.
+	accessTokenPaths [][]string
 	// enforceExpires makes cookie.expires authoritative, for stores written
 	// without a Redis TTL. Off, a malformed expires is ignored like
 	// express-session ignores it.
@@ -243,6 +249,31 @@ func (d *decoder) session(root map[string]any) (*Session, error) {
 		}
 	}
 	lines := headerLineLen(d.userHeader, len(s.User))
+	// The access token is counted before the --header values: a location
+	// that relays it needs it, where an extra header is a convenience.
+	for _, p := range d.accessTokenPaths {
+		v, ok := lookup(root, p)
+		if !ok {
+			continue
+		}
+		// A string or nothing: an object or a number is no bearer token.
+		// Like an extra header, a value that cannot be sent is left out,
+		// and access_token=require refuses the session then.
+		tok, ok := v.(string)
+		if !ok || tok == "" || !validHeaderValue(tok) || d.over(len(tok)) {
+			break
+		}
+		n := headerLineLen(AccessTokenHeader, len(tok))
+		if d.maxLines > 0 && lines+n > d.maxLines {
+			if d.overAnswer != nil {
+				d.overAnswer()
+			}
+			break
+		}
+		lines += n
+		s.accessToken = tok
+		break
+	}
 	for _, m := range d.headers {
 		v, ok := lookup(root, m.Path)
 		if !ok {

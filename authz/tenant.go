@@ -21,14 +21,19 @@ type Tenant struct {
 	// prefix and must never see another tenant's sessions.
 	KeyPrefix  string
 	CookieName string
-	// Secrets verify the tenant's cookies. No secret may be shared with
-	// another tenant: a cookie signed with a shared secret would be
-	// byte-for-byte valid on both tenants' hosts.
+	// Secrets verify the tenant's cookies. Tenants may share them (one
+	// express-session secret for every customer is common): what keeps
+	// tenants apart is the key prefix, since a cookie's session id is only
+	// ever looked up under the tenant its host picked. Secrets of their own
+	// add a second wall (docs/tenants.md says what each choice guarantees).
 	Secrets    []string
 	UserPaths  [][]string
 	RolesPaths [][]string
-	Headers    []HeaderMapping
-	LoginURL   string
+	// AccessTokenPaths locate the access token locations may relay
+	// (access_token= in the verify URL).
+	AccessTokenPaths [][]string
+	Headers          []HeaderMapping
+	LoginURL         string
 	// Line is where the tenant is defined in its file, for error messages
 	// (0: not from a file).
 	Line int
@@ -172,6 +177,9 @@ func (v *Verifier) buildTenant(t Tenant) (*tenant, error) {
 	if t.Headers == nil {
 		t.Headers = cfg.Headers
 	}
+	if t.AccessTokenPaths == nil {
+		t.AccessTokenPaths = cfg.AccessTokenPaths
+	}
 	if t.LoginURL == "" {
 		t.LoginURL = cfg.LoginURL
 	}
@@ -200,15 +208,16 @@ func (v *Verifier) buildTenant(t Tenant) (*tenant, error) {
 		id:    strconv.FormatUint(v.tenantSeq.Add(1), 36),
 		codec: newCookieCodec(t.CookieName, t.Secrets, cfg.MaxCookieBytes),
 		decoder: decoder{
-			userPaths:      t.UserPaths,
-			rolesPaths:     t.RolesPaths,
-			headers:        t.Headers,
-			enforceExpires: cfg.EnforceExpires,
-			maxHeader:      cfg.MaxIdentityHeaderBytes,
-			overCap:        func() { v.metrics.bound("identity_header") },
-			userHeader:     cfg.UserHeader,
-			maxLines:       c.answerBudget(),
-			overAnswer:     func() { v.metrics.bound("answer_header") },
+			userPaths:        t.UserPaths,
+			rolesPaths:       t.RolesPaths,
+			headers:          t.Headers,
+			accessTokenPaths: t.AccessTokenPaths,
+			enforceExpires:   cfg.EnforceExpires,
+			maxHeader:        cfg.MaxIdentityHeaderBytes,
+			overCap:          func() { v.metrics.bound("identity_header") },
+			userHeader:       cfg.UserHeader,
+			maxLines:         c.answerBudget(),
+			overAnswer:       func() { v.metrics.bound("answer_header") },
 		},
 		store: store{rdb: v.rdb, prefix: t.KeyPrefix, timeout: cfg.RedisTimeout,
 			maxBytes: cfg.MaxSessionBytes, revokedPrefix: cfg.RevokedPrefix,
@@ -227,7 +236,10 @@ func (t *Tenant) where() string {
 }
 
 // buildTenants checks ts as a whole and builds their routing table. Every
-// rule here closes a way one tenant's cookie or logout could reach another.
+// rule here closes a way one tenant's cookie or logout could reach another:
+// a host picks exactly one tenant, and no tenant's key prefix (or token
+// prefix) overlaps another's, so a session id is read, and a user-wide
+// logout scans, under one tenant's keys only.
 func (v *Verifier) buildTenants(ts []Tenant) (*tenantSet, error) {
 	if len(ts) == 0 {
 		return nil, errors.New("no tenants")
@@ -240,7 +252,6 @@ func (v *Verifier) buildTenants(ts []Tenant) (*tenantSet, error) {
 		byTokenPrefix: make(map[string]*tenant),
 	}
 	hostOwner := make(map[string]*Tenant)
-	secretOwner := make(map[string]*Tenant)
 	prefixOwner := make(map[string]*Tenant)
 	for i := range ts {
 		t := &ts[i]
@@ -278,16 +289,9 @@ func (v *Verifier) buildTenants(ts []Tenant) (*tenantSet, error) {
 				set.exact[key] = bt
 			}
 		}
-		secrets := t.Secrets
-		if secrets == nil {
-			secrets = v.cfg.Secrets
-		}
-		for _, s := range secrets {
-			if o := secretOwner[s]; o != nil && o != t {
-				return nil, fmt.Errorf("%s shares a session secret with %s: a cookie from one would open the other; give each tenant its own", t.where(), o.where())
-			}
-			secretOwner[s] = t
-		}
+		// Secrets and cookie names may be shared: a cookie only names a
+		// session id, looked up under this tenant's prefix alone, so the
+		// prefixes below are what must not overlap.
 		prefix := bt.store.prefix
 		mine := []string{prefix}
 		if v.cfg.BearerTokens {

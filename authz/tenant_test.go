@@ -95,8 +95,6 @@ func TestSetTenantsRefusesWhatWouldMixTenants(t *testing.T) {
 		mod  func([]Tenant)
 		want string
 	}{
-		{"shared secret", func(ts []Tenant) { ts[1].Secrets = []string{"x", "sa"} }, `line 7: tenant "b" shares a session secret with line 3: tenant "a"`},
-		{"default secret twice", func(ts []Tenant) { ts[0].Secrets, ts[1].Secrets = nil, nil }, "shares a session secret"},
 		{"overlapping prefix", func(ts []Tenant) { ts[1].KeyPrefix = "s:a:b:" }, "overlaps"},
 		{"same prefix", func(ts []Tenant) { ts[1].KeyPrefix = ""; ts[0].KeyPrefix = "" }, "overlaps"},
 		{"same host", func(ts []Tenant) { ts[1].Hosts = []string{"A.test"} }, `host "A.test" is also line 3: tenant "a"'s`},
@@ -304,9 +302,9 @@ func TestReloadTenants(t *testing.T) {
 	if f.v.tenants.Load().lookup("initech.test") == nil {
 		t.Fatal("the new tenant is not served")
 	}
-	write(twoTenants + "  - name: broken\n    hosts: [broken.test]\n    secrets: [acme-secret]\n")
+	write(twoTenants + "  - name: broken\n    hosts: [globex.test]\n    secrets: [acme-secret]\n")
 	_, err := f.v.ReloadTenants(path)
-	if err == nil || !strings.Contains(err.Error(), path+`: line 17: tenant "broken" shares a session secret`) {
+	if err == nil || !strings.Contains(err.Error(), path+`: line 17: tenant "broken": host "globex.test" is also`) {
 		t.Fatalf("broken file: %v", err)
 	}
 	if f.v.tenants.Load().lookup("initech.test") == nil {
@@ -462,6 +460,74 @@ func TestTenantPinnedByTheVerifyURL(t *testing.T) {
 			a := f.decide(Query{RawQuery: tc.query, Host: tc.host, Cookies: []string{tc.cookie}})
 			if a.Reason != tc.want {
 				t.Fatalf("reason %q, want %q", a.Reason, tc.want)
+			}
+		})
+	}
+}
+
+// sharedTenants is the multi-tenant Express shape: one secret and one cookie
+// name for every customer, a key prefix each.
+const sharedTenants = `
+defaults:
+  key_prefix: "sessions:{tenant}:{app}:"
+  app: web
+  secrets: [shared-secret]
+tenants:
+  - name: acme
+    hosts: [acme.test]
+  - name: globex
+    hosts: [globex.test]
+`
+
+func TestTenantsSharingASecretAndCookieName(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.CacheTTL = time.Hour })
+	ts, err := ParseTenants([]byte(sharedTenants))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.v.SetTenants(ts); err != nil {
+		t.Fatalf("tenants sharing a secret and cookie name refused: %v", err)
+	}
+	// Without a tenant file-level secret, both fall back to the global one:
+	// served too.
+	if err := f.v.SetTenants([]Tenant{
+		{Name: "a", Hosts: []string{"a.test"}, KeyPrefix: "s:a:"},
+		{Name: "b", Hosts: []string{"b.test"}, KeyPrefix: "s:b:"},
+	}); err != nil {
+		t.Fatalf("tenants both on the global secret refused: %v", err)
+	}
+	if err := f.v.SetTenants(ts); err != nil {
+		t.Fatal(err)
+	}
+
+	alice := "aliceAliceAliceAliceAliceAlice00"
+	bob42 := "globex42globex42globex42globex42"
+	acme42 := "acme42acme42acme42acme42acme42ac"
+	f.tenantSession("sessions:acme:web:", alice, aliceJSON)
+	f.tenantSession("sessions:acme:web:", acme42, `{"cookie":{},"passport":{"user":{"id":"42"}}}`)
+	f.tenantSession("sessions:globex:web:", bob42, `{"cookie":{},"passport":{"user":{"id":"42"}}}`)
+	anon := "anonAnonAnonAnonAnonAnonAnonAnon"
+	f.tenantSession("sessions:globex:web:", anon, `{"cookie":{"originalMaxAge":3600000}}`)
+	cookie := func(sid string) string { return "connect.sid=" + Sign(sid, "shared-secret") }
+	for _, tc := range []struct {
+		name, host, sid string
+		want            Reason
+		user            string
+	}{
+		{"acme's cookie on acme", "acme.test", alice, ReasonOK, "alice"},
+		{"acme's cookie on globex", "globex.test", alice, ReasonNotFound, ""},
+		{"acme's 42 on globex, where 42 is signed in too", "globex.test", acme42, ReasonNotFound, ""},
+		{"globex's 42 on globex", "globex.test", bob42, ReasonOK, "42"},
+		{"globex's 42 on acme", "acme.test", bob42, ReasonNotFound, ""},
+		{"an anonymous session", "globex.test", anon, ReasonAnonymous, ""},
+		// Cached now under their own tenants: the cache does not cross either.
+		{"acme's cookie on globex, cached on acme", "globex.test", alice, ReasonNotFound, ""},
+		{"globex's 42 on acme, cached on globex", "acme.test", bob42, ReasonNotFound, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := f.decide(Query{Host: tc.host, Cookies: []string{cookie(tc.sid)}})
+			if a.Reason != tc.want || (tc.want == ReasonOK && userOf(a.Session) != tc.user) {
+				t.Fatalf("reason %q user %q, want %q %q", a.Reason, userOf(a.Session), tc.want, tc.user)
 			}
 		})
 	}

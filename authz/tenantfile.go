@@ -34,15 +34,17 @@ import (
 
 // tenantFields are what defaults and each tenant may set.
 type tenantFields struct {
-	KeyPrefix   string            `yaml:"key_prefix"`
-	App         string            `yaml:"app"`
-	CookieName  string            `yaml:"cookie_name"`
-	Secrets     []string          `yaml:"secrets"`
-	SecretsFile string            `yaml:"secrets_file"`
-	UserPaths   []string          `yaml:"user_paths"`
-	RolesPaths  []string          `yaml:"roles_paths"`
-	Headers     map[string]string `yaml:"headers"`
-	LoginURL    string            `yaml:"login_url"`
+	KeyPrefix   string   `yaml:"key_prefix"`
+	App         string   `yaml:"app"`
+	CookieName  string   `yaml:"cookie_name"`
+	Secrets     []string `yaml:"secrets"`
+	SecretsFile string   `yaml:"secrets_file"`
+	UserPaths   []string `yaml:"user_paths"`
+	RolesPaths  []string `yaml:"roles_paths"`
+	// AccessTokenPaths: like --access-token-path.
+	AccessTokenPaths []string          `yaml:"access_token_paths"`
+	Headers          map[string]string `yaml:"headers"`
+	LoginURL         string            `yaml:"login_url"`
 }
 
 type tenantDoc struct {
@@ -155,6 +157,9 @@ func (d *tenantDoc) fill(t *Tenant, def *tenantFields) error {
 		return err
 	}
 	if t.RolesPaths, err = paths("roles_paths", d.RolesPaths, def.RolesPaths); err != nil {
+		return err
+	}
+	if t.AccessTokenPaths, err = paths("access_token_paths", d.AccessTokenPaths, def.AccessTokenPaths); err != nil {
 		return err
 	}
 	headers := d.Headers

@@ -67,6 +67,11 @@ type Config struct {
 	UserHeader string
 	// Headers are extra identity headers read from the session.
 	Headers []HeaderMapping
+	// AccessTokenPaths are tried in order for the session's access token
+	// (e.g. passport.user.accessToken), which locations with access_token=
+	// in their verify URL get back to relay to their service. None by
+	// default: such a location is then a bad rule.
+	AccessTokenPaths [][]string
 	// EnforceExpires rejects sessions whose cookie.expires has passed. Off by
 	// default: the Redis key's TTL is the truth, as for express-session.
 	EnforceExpires bool
@@ -296,16 +301,23 @@ type Answer struct {
 	Session *Session // set when allowed
 	// Redirect is the login URL for a 401.
 	Redirect string
+	// AccessToken is the session's access token, set only when allowed by
+	// a location that relays it (access_token=): the answer carries it in
+	// AccessTokenHeader.
+	AccessToken string
 }
 
 // Decide answers q, recording metrics and the debug log line.
 func (v *Verifier) Decide(ctx context.Context, q *Query) Answer {
 	start := v.cfg.Now()
-	reason, sess, t := v.route(ctx, q, start)
+	reason, sess, t, rules := v.route(ctx, q, start)
 	a := Answer{Reason: reason}
 	switch reason.Status() {
 	case http.StatusOK:
 		a.Session = sess
+		if rules != nil && rules.AccessToken != RelayNone {
+			a.AccessToken = sess.accessToken
+		}
 	case http.StatusUnauthorized:
 		a.Redirect = v.loginRedirect(t.loginURL, q.OriginalURI)
 	}
@@ -402,6 +414,9 @@ func (v *Verifier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for _, x := range a.Session.Headers {
 			h[x.Name] = x.Value
 		}
+		if a.AccessToken != "" {
+			h[AccessTokenHeader] = []string{a.AccessToken}
+		}
 	case http.StatusUnauthorized:
 		if a.Reason.bearer() {
 			h["Www-Authenticate"] = bearerChallengeValue
@@ -447,8 +462,8 @@ func userOf(s *Session) string {
 
 // route reads the location's rules and picks the tenant, by the rules'
 // tenant= when they name one, else by host, then decides. The tenant is nil
-// when no decision was made.
-func (v *Verifier) route(ctx context.Context, q *Query, now time.Time) (Reason, *Session, *tenant) {
+// when no decision was made; the rules are returned for the answer to read.
+func (v *Verifier) route(ctx context.Context, q *Query, now time.Time) (Reason, *Session, *tenant, *Rules) {
 	var rules *Rules
 	if q.RawQuery != "" {
 		var err error
@@ -457,7 +472,7 @@ func (v *Verifier) route(ctx context.Context, q *Query, now time.Time) (Reason, 
 			if fresh {
 				v.log.Error("bad rule in verify URL; every request to it fails with 500", "err", err)
 			}
-			return ReasonBadRule, nil, nil
+			return ReasonBadRule, nil, nil, nil
 		}
 	}
 	ts := v.tenants.Load()
@@ -469,14 +484,20 @@ func (v *Verifier) route(ctx context.Context, q *Query, now time.Time) (Reason, 
 			v.rateLimited(func() {
 				v.log.Error("verify URL names a tenant that is not configured; every request to it fails with 500", "tenant", rules.Tenant)
 			})
-			return ReasonBadRule, nil, nil
+			return ReasonBadRule, nil, nil, nil
 		}
 	} else if t = ts.lookup(q.Host); t == nil {
 		v.unknownHost(q.Host)
-		return ReasonUnknownHost, nil, nil
+		return ReasonUnknownHost, nil, nil, nil
+	}
+	if rules != nil && rules.AccessToken != RelayNone && len(t.decoder.accessTokenPaths) == 0 {
+		v.rateLimited(func() {
+			v.log.Error("verify URL relays an access token but no --access-token-path is set; every request to it fails with 500", "tenant", t.name)
+		})
+		return ReasonBadRule, nil, nil, nil
 	}
 	reason, sess := v.decide(ctx, t, rules, q, now)
-	return reason, sess, t
+	return reason, sess, t, rules
 }
 
 // decide runs the whole check for tenant t and returns why, with the

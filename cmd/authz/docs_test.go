@@ -1,6 +1,8 @@
 package main
 
 import (
+	"flag"
+	"fmt"
 	"os"
 	"regexp"
 	"strings"
@@ -10,25 +12,105 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// TestEveryFlagDocumented keeps docs/configuration.md honest: each flag of
-// each command, and its environment variable, must appear there.
-func TestEveryFlagDocumented(t *testing.T) {
-	doc := readDoc(t, "../../docs/configuration.md")
-	var cmds []*cobra.Command
-	for _, c := range newRoot().Commands() {
-		cmds = append(cmds, c)
-		cmds = append(cmds, c.Commands()...)
-	}
-	for _, cmd := range cmds {
-		cmd.Flags().VisitAll(func(f *pflag.Flag) {
-			if !strings.Contains(doc, "`--"+f.Name+"`") {
-				t.Errorf("authz %s --%s is not in docs/configuration.md", cmd.Name(), f.Name)
+var update = flag.Bool("update", false, "rewrite the flag tables of docs/configuration.md from the commands")
+
+const configDoc = "../../docs/configuration.md"
+
+// TestFlagTables keeps docs/configuration.md's flag tables exactly what the
+// commands define: every flag's name, environment variables, default and
+// description, in the order --help lists them. Any drift fails; after
+// changing a flag, regenerate the tables with
+//
+//	go test ./cmd/authz -run TestFlagTables -update
+func TestFlagTables(t *testing.T) {
+	doc := readDoc(t, configDoc)
+	out := doc
+	for _, cmd := range commandsWithFlags(newRoot()) {
+		path := strings.TrimPrefix(cmd.CommandPath(), "authz ")
+		start, end := "<!-- flags:"+path+" -->\n", "<!-- /flags:"+path+" -->"
+		i, j := strings.Index(out, start), strings.Index(out, end)
+		if i < 0 || j < i {
+			t.Errorf("docs/configuration.md has no %q ... %q section for authz %s", start[:len(start)-1], end, path)
+			continue
+		}
+		want := flagTable(cmd)
+		if got := out[i+len(start) : j]; got != want {
+			if !*update {
+				t.Errorf("docs/configuration.md's flags of authz %s differ from the command's (regenerate: go test ./cmd/authz -run TestFlagTables -update):\n%s", path, lineDiff(got, want))
 			}
-			if !strings.Contains(doc, "`"+envName(f.Name)+"`") {
-				t.Errorf("%s is not in docs/configuration.md", envName(f.Name))
-			}
-		})
+			out = out[:i+len(start)] + want + out[j:]
+		}
 	}
+	if *update && out != doc {
+		if err := os.WriteFile(configDoc, []byte(out), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// commandsWithFlags is every command under root, depth first, that has
+// flags of its own.
+func commandsWithFlags(root *cobra.Command) []*cobra.Command {
+	var out []*cobra.Command
+	for _, c := range root.Commands() {
+		if c.Flags().HasFlags() {
+			out = append(out, c)
+		}
+		out = append(out, commandsWithFlags(c)...)
+	}
+	return out
+}
+
+// flagTable is the Markdown table of cmd's flags.
+func flagTable(cmd *cobra.Command) string {
+	var b strings.Builder
+	b.WriteString("| flag | environment | default | meaning |\n| --- | --- | --- | --- |\n")
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		env := "`" + envName(f.Name) + "`"
+		for _, a := range envAliases[f.Name] {
+			env += ", `" + a + "`"
+		}
+		def := "—"
+		if !zeroDefault(f) {
+			def = "`" + f.DefValue + "`"
+		}
+		fmt.Fprintf(&b, "| `--%s` | %s | %s | %s |\n", f.Name, env, def, strings.ReplaceAll(f.Usage, "|", "\\|"))
+	})
+	return b.String()
+}
+
+// zeroDefault reports whether f's default is its type's zero value, which
+// --help leaves out too.
+func zeroDefault(f *pflag.Flag) bool {
+	switch f.DefValue {
+	case "", "0", "0s", "false", "[]":
+		return true
+	}
+	return false
+}
+
+// lineDiff lists the lines only in got (-) and only in want (+).
+func lineDiff(got, want string) string {
+	in := func(s string) map[string]bool {
+		m := make(map[string]bool)
+		for _, l := range strings.Split(s, "\n") {
+			m[l] = true
+		}
+		return m
+	}
+	g, w := in(got), in(want)
+	var b strings.Builder
+	for _, l := range strings.Split(got, "\n") {
+		if !w[l] {
+			b.WriteString("- " + l + "\n")
+		}
+	}
+	for _, l := range strings.Split(want, "\n") {
+		if !g[l] {
+			b.WriteString("+ " + l + "\n")
+		}
+	}
+	return b.String()
 }
 
 // TestEveryMetricDocumented checks that each metric name the code registers

@@ -135,6 +135,7 @@ type serveFlags struct {
 	sessionFlags
 	listen, metricsListen string
 	rolePaths             []string
+	accessTokenPaths      []string
 	headers               []string
 	shutdownTimeout       time.Duration
 	maxRequestHeaderBytes int
@@ -181,6 +182,7 @@ func newServe() *cobra.Command {
 	fs.BoolVar(&c.BearerTokens, "bearer-tokens", false, "accept Authorization: Bearer <token> from API clients, looked up under --token-prefix (see authz token)")
 	fs.StringVar(&c.TokenPrefix, "token-prefix", authz.TokenPrefixDefault, "Redis key prefix of API tokens (each stored as the hex SHA-256 of the token)")
 	fs.StringSliceVar(&f.rolePaths, "roles-path", []string{"passport.user.roles", "user.roles"}, "session paths tried in order for the roles allow_roles checks")
+	fs.StringSliceVar(&f.accessTokenPaths, "access-token-path", nil, "session paths tried in order for the access token that locations with access_token= in their verify URL relay to their service, e.g. passport.user.accessToken (none: no relay)")
 	fs.StringVar(&c.UserHeader, "user-header", "X-Auth-User", "response header carrying the identity")
 	fs.StringVar(&c.HostHeader, "host-header", authz.HostFromForwardedHost, "where the host that picks the tenant is read: x-forwarded-host (nginx/, Caddy, Traefik), x-original-url (ingress-nginx) or host; it must be a header the front proxy sets itself")
 	fs.StringArrayVar(&f.headers, "header", nil, "extra identity header from a session path, e.g. X-Auth-Email=passport.user.email (repeatable)")
@@ -216,6 +218,11 @@ func (f *serveFlags) config() (authz.Config, error) {
 	}
 	if c.RolesPaths, err = parsePaths("--roles-path", f.rolePaths); err != nil {
 		return c, err
+	}
+	if len(f.accessTokenPaths) > 0 {
+		if c.AccessTokenPaths, err = parsePaths("--access-token-path", f.accessTokenPaths); err != nil {
+			return c, err
+		}
 	}
 	for _, h := range f.headers {
 		m, err := authz.ParseHeaderMapping(h)

@@ -99,7 +99,15 @@ func StartNginx(t testing.TB, vars map[string]string) *Nginx {
 // authz/upstream/more.conf, where the template tells users to put theirs.
 func StartNginxAuthz(t testing.TB, vars map[string]string, moreAuthz ...string) *Nginx {
 	t.Helper()
-	return startNginx(t, vars, false, moreAuthz)
+	return startNginx(t, vars, false, moreAuthz, nil)
+}
+
+// StartNginxLocations is StartNginx with the operator's own locations:
+// each of locations (file name -> contents) goes in authz/locations/, where
+// the template includes them in its server block.
+func StartNginxLocations(t testing.TB, vars map[string]string, locations map[string]string) *Nginx {
+	t.Helper()
+	return startNginx(t, vars, false, nil, locations)
 }
 
 // StartNginxReloadable is StartNginx with a master process, as Nginx runs
@@ -107,10 +115,10 @@ func StartNginxAuthz(t testing.TB, vars map[string]string, moreAuthz ...string) 
 // their requests), which a single process cannot do.
 func StartNginxReloadable(t testing.TB, vars map[string]string) *Nginx {
 	t.Helper()
-	return startNginx(t, vars, true, nil)
+	return startNginx(t, vars, true, nil, nil)
 }
 
-func startNginx(t testing.TB, vars map[string]string, master bool, moreAuthz []string) *Nginx {
+func startNginx(t testing.TB, vars map[string]string, master bool, moreAuthz []string, locations map[string]string) *Nginx {
 	t.Helper()
 	root := RepoRoot(t)
 	dir := t.TempDir()
@@ -158,6 +166,9 @@ func startNginx(t testing.TB, vars map[string]string, master bool, moreAuthz []s
 			fmt.Fprintf(&servers, "server %s max_fails=0;\n", addr)
 		}
 		writeFile(t, filepath.Join(dir, "authz", "upstream", "more.conf"), servers.String())
+	}
+	for name, conf := range locations {
+		writeFile(t, filepath.Join(dir, "authz", "locations", name), conf)
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o755); err != nil {
 		t.Fatal(err)
