@@ -90,3 +90,38 @@ func TestPathOverrideHeadersStopAtTheProxy(t *testing.T) {
 		}
 	}
 }
+
+// bestFitSpellings are paths a Windows server converting to an ANSI code
+// page (best fit: the fullwidth "／" and "＼" become "/" and "\") or a
+// decoder taking overlong UTF-8 ("%c0%af" for "/", "%c0%ae" for ".")
+// reads as /admin/x, some through the public /static/ prefix.
+var bestFitSpellings = []string{
+	"/static/..%EF%BC%8Fadmin/x", "/static/..%ef%bc%8fadmin/x", "/static/..%EF%BC%BCadmin/x",
+	"/static%EF%BC%8F..%EF%BC%8Fadmin/x", "/x/..%EF%BC%8Fadmin/x",
+	"/static/..%C0%AFadmin/x", "/static/%C0%AE%C0%AE/admin/x", "/%c0%ae%c0%ae/admin/x", "/static/..%C1%9Cadmin/x",
+}
+
+// TestBestFitSpellingsRefused: neither proxy lets a staff user, or anyone
+// signed out, through to the service with a path a Windows server's
+// best-fit conversion or an overlong-UTF-8 decoder would read as
+// /admin/x. Before, both passed them on: "/static/..%EF%BC%8Fadmin/x"
+// reached the service without any session.
+func TestBestFitSpellingsRefused(t *testing.T) {
+	t.Parallel()
+	for name, s := range map[string]*site{"nginx": newSite(t), "caddy": caddySite(t)} {
+		staff := s.signIn(bob)
+		for _, uri := range bestFitSpellings {
+			for who, cookie := range map[string]string{"bob (staff)": staff.cookie, "signed out": ""} {
+				if r := s.get(uri, cookie); r.status == http.StatusOK {
+					t.Errorf("%s: %s reached the service with %q (it got %s)", name, who, uri, r.body)
+				}
+			}
+		}
+		// Other non-ASCII paths still pass.
+		for _, uri := range []string{"/caf%C3%A9", "/%E2%82%AC/x", "/%EF%BD%81"} {
+			if r := s.get(uri, staff.cookie); r.status != http.StatusOK {
+				t.Errorf("%s: bob on %q: %d, want 200", name, uri, r.status)
+			}
+		}
+	}
+}
