@@ -34,32 +34,8 @@ var rawPathSpellings = []string{
 // user reached /admin/.
 func TestAdminRuleHoldsBehindCaddy(t *testing.T) {
 	t.Parallel()
-	s := caddySite(t)
-	staff := s.signIn(bob)
-	for _, uri := range append(append([]string{}, adminSpellings...), rawPathSpellings...) {
-		for who, c := range map[string]struct {
-			cookie string
-			want   int
-		}{"bob (staff)": {staff.cookie, http.StatusForbidden}, "signed out": {"", http.StatusFound}} {
-			r := s.get(uri, c.cookie)
-			if r.status == http.StatusOK {
-				t.Errorf("%s reached the upstream through Caddy with %q (it got %s)", who, uri, r.body)
-			} else if r.status != c.want && r.status != http.StatusBadRequest {
-				t.Errorf("%s on %q through Caddy: %d, want %d or 400", who, uri, r.status, c.want)
-			}
-		}
-	}
-	admin := s.signIn(alice)
-	for _, uri := range []string{"/admin/x", "/admin", "/ADMIN/x", "/admin;/x"} {
-		if r := s.get(uri, admin.cookie); r.status != http.StatusOK {
-			t.Errorf("alice (admin) on %q through Caddy: %d, want 200", uri, r.status)
-		}
-	}
-	for _, uri := range []string{"/administrator", "/admins/x", "/orders;jsessionid=1", "/a.b/c..d/e", "/static/x", "/x?next=../admin/%2f"} {
-		if r := s.get(uri, staff.cookie); r.status != http.StatusOK {
-			t.Errorf("bob on %q through Caddy: %d, want 200", uri, r.status)
-		}
-	}
+	adminRuleHolds(t, caddySite(t), "Caddy", append(append([]string{}, adminSpellings...), rawPathSpellings...),
+		"/administrator", "/admins/x", "/orders;jsessionid=1", "/a.b/c..d/e", "/static/x", "/x?next=../admin/%2f")
 }
 
 // pathOverrides are headers some frameworks (Symfony before 2.7.49 and
