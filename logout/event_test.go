@@ -35,6 +35,7 @@ func TestParse(t *testing.T) {
 		{`{"v":1,"kind":"session"}`, ErrMissingID},
 		{`{"v":1,"kind":"user","session":"abc"}`, ErrMissingID},
 		{`{"v":1,"kind":"session","session":42}`, ErrNotJSON},
+		{`{"v":1,"kind":"user","user":1e400}`, ErrNotJSON}, // JSON.parse: Infinity, which no session holds
 		{`{"v":1,"kind":"session","session":"` + string(long) + `"}`, ErrFieldTooBig},
 		{`[]`, ErrNotJSON},
 		{`null`, ErrVersion},
