@@ -31,7 +31,9 @@ func (v *Verifier) endedAgain(err error) {
 	if err != nil {
 		v.metrics.endedAgain.WithLabelValues("error").Inc()
 		v.metrics.redisErrors.WithLabelValues("load").Inc()
-		v.log.Warn("a logged-out session saved back by an app could not be deleted again; authz still refuses it", "err", err)
+		v.rateLimited(func() {
+			v.log.Warn("a logged-out session saved back by an app could not be ended again; authz still refuses it", "err", err)
+		})
 		return
 	}
 	v.metrics.endedAgain.WithLabelValues("ok").Inc()
