@@ -50,16 +50,14 @@ func (s *store) load(ctx context.Context, sid string) ([]byte, time.Duration, er
 	get := getCapped(ctx, pipe, key, s.maxBytes)
 	ttl := pipe.PTTL(ctx, key)
 	revoked := pipe.Exists(ctx, s.revokedKey(sid))
-	if _, err := pipe.Exec(ctx); err != nil && !isWrongType(err) {
-		// Name the key that failed: on a cluster the marker may be on
-		// another master than the session (see breakers).
-		failed := &keyError{key: key, err: err}
-		if get.Err() == nil && ttl.Err() == nil {
-			failed.key = s.revokedKey(sid)
-		} else if e := get.Err(); e != nil && !isWrongType(e) {
-			failed.err = e
-		}
-		return nil, 0, fmt.Errorf("load session %s: %w", shortHash(sid), failed)
+	_, _ = pipe.Exec(ctx) // each command's own error is read below
+	// Name the key that failed: on a cluster the marker may be on another
+	// master than the session (see breakers).
+	if err := readErr(get, ttl); err != nil {
+		return nil, 0, fmt.Errorf("load session %s: %w", shortHash(sid), &keyError{key: key, err: err})
+	}
+	if err := readErr(revoked); err != nil {
+		return nil, 0, fmt.Errorf("load session %s: %w", shortHash(sid), &keyError{key: s.revokedKey(sid), err: err})
 	}
 	data, err := capped(get, s.maxBytes)
 	if revoked.Val() > 0 {
@@ -189,6 +187,21 @@ func capped(get *redis.StringCmd, maxBytes int) ([]byte, error) {
 var errWrongType = errors.New("key holds no string value")
 
 func isWrongType(err error) bool { return err != nil && redis.HasErrorPrefix(err, "WRONGTYPE") }
+
+// readErr returns the error of the first of a pipeline's reads that failed
+// other than with WRONGTYPE (a key holding no string, which callers skip
+// like a missing one). Exec reports only the first failed command: a
+// WRONGTYPE there can hide a later command's network error, and a read
+// taken for "nothing there" would skip a session (a user-wide logout
+// reporting success with sessions left).
+func readErr(cmds ...redis.Cmder) error {
+	for _, c := range cmds {
+		if err := c.Err(); err != nil && !isWrongType(err) && !errors.Is(err, redis.Nil) {
+			return err
+		}
+	}
+	return nil
+}
 
 // touch extends the key's TTL like connect-redis's touch (EXPIRE, the JSON
 // untouched). EXPIRE on a missing key does nothing, so a destroyed session
