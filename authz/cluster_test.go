@@ -133,3 +133,30 @@ func TestClusterLateSaveDeletedEvenIfMarkerCannotBeLengthened(t *testing.T) {
 		t.Errorf("authz_sessions_ended_again_total{result=error} = %v; want 1 (the marker was not lengthened)", got)
 	}
 }
+
+// Finding a key's breaker on a cluster may load the slot map (CLUSTER
+// SLOTS) before any breaker or bound applies; with every node frozen that
+// load is bounded by RedisTimeout, not the client's read timeouts per node
+// (a touch runs it with context.Background()).
+func TestClusterBreakerLookupBounded(t *testing.T) {
+	c := testenv.StartCluster(t)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rdb.Close() })
+	bs := newBreakers(rdb, 5, time.Second, 100*time.Millisecond)
+	for _, n := range c.Nodes {
+		n.Signal(syscall.SIGSTOP)
+	}
+	t.Cleanup(func() {
+		for _, n := range c.Nodes {
+			n.Signal(syscall.SIGCONT)
+		}
+	})
+	start := time.Now()
+	b := bs.forKey(context.Background(), "sess:x")
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("finding a key's breaker with every node frozen took %v; want about the 100ms Redis timeout", d)
+	}
+	if b != &bs.one {
+		t.Error("without a slot map the key should share the one breaker")
+	}
+}
