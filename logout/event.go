@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -188,7 +189,11 @@ func parseTime(raw json.RawMessage) (time.Time, bool) {
 		if err != nil || ms <= 0 || ms > 1e15 {
 			return time.Time{}, false
 		}
-		return time.UnixMilli(0).Add(time.Duration(ms * float64(time.Millisecond))), true
+		// Whole milliseconds and the fraction apart: ms as a Duration
+		// (nanoseconds) overflows past 2262 (ms > 9.2e12), which the
+		// bound above allows.
+		whole := math.Floor(ms)
+		return time.UnixMilli(int64(whole)).Add(time.Duration((ms - whole) * float64(time.Millisecond))), true
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {

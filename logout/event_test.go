@@ -117,3 +117,21 @@ func TestDecodeLeavesOutWhatItCannotRead(t *testing.T) {
 		}
 	}
 }
+
+// A time in milliseconds past 2262 (up to the 1e15 Parse accepts) is read
+// as that instant: before, the milliseconds as nanoseconds overflowed.
+func TestParseTimeMillisecondsFarAhead(t *testing.T) {
+	for lit, want := range map[string]time.Time{
+		"1e13":            time.UnixMilli(1e13),
+		"1e15":            time.UnixMilli(1e15),
+		"1732230000123.5": time.UnixMilli(1732230000123).Add(500 * time.Microsecond),
+	} {
+		e, err := Parse([]byte(`{"v":1,"kind":"session","session":"abc","time":` + lit + `}`))
+		if err != nil {
+			t.Fatalf("Parse(time %s): %v", lit, err)
+		}
+		if !e.Time.Equal(want) {
+			t.Errorf("time %s = %v; want %v", lit, e.Time, want)
+		}
+	}
+}
