@@ -300,3 +300,55 @@ func TestUserLogoutDoesNotJoinAWalkPastItsSessions(t *testing.T) {
 	}
 	testenv.WaitFor(t, 5*time.Second, "the walks to end", func() bool { return testutil.ToFloat64(w.running) == 0 })
 }
+
+// The walk waited for by requests that arrived while another scanned is
+// dropped, never run, once they have all left; the scanning one goes on for
+// its own requests.
+func TestUserLogoutNextWalkCancelledWithItsRequests(t *testing.T) {
+	f := newFixture(t, nil)
+	_, first := f.session(aliceJSON, time.Hour)
+	h := f.v.LogoutHandler(&lockedPub{}, LogoutConfig{})
+	w := f.v.userWalks
+	reached, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	w.scanned = func() { once.Do(func() { close(reached); <-release }) }
+	hasNext := func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for _, c := range w.calls {
+			if c.next != nil && c.next.refs > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	codes := make(chan int, 1)
+	go func() { codes <- postLogout(h, context.Background(), first) }()
+	<-reached
+	_, second := f.session(aliceJSON, time.Hour) // the walk is past it
+	ctx, cancel := context.WithCancel(context.Background())
+	left := make(chan int, 1)
+	go func() { left <- postLogout(h, ctx, second) }()
+	testenv.WaitFor(t, 5*time.Second, "the second logout to wait for the next walk", hasNext)
+	cancel()
+	if c := <-left; c != http.StatusServiceUnavailable {
+		t.Errorf("abandoned logout: %d; want 503", c)
+	}
+	if hasNext() {
+		t.Error("the next walk is still waited for after its only request left")
+	}
+	close(release)
+	if c := <-codes; c != http.StatusSeeOther {
+		t.Errorf("first logout: %d; want 303", c)
+	}
+	testenv.WaitFor(t, 5*time.Second, "the walks to end", func() bool { return testutil.ToFloat64(w.running) == 0 })
+	w.mu.Lock()
+	n := len(w.calls)
+	w.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d walks left in the table", n)
+	}
+	if got := testutil.ToFloat64(w.done.WithLabelValues("ok")); got != 1 {
+		t.Errorf("walks done = %v; want 1: the next walk, abandoned, never runs", got)
+	}
+}
