@@ -57,30 +57,38 @@ func (b *breaker) failure(now int64) {
 // breakers holds a breaker per Redis master. On a single Redis or
 // Sentinel's master there is one; on a cluster each master has its own,
 // found through the client's slot map: one failing master must not make
-// keys on the healthy ones answer 503. The topology is fixed when the
-// Verifier is built.
+// keys on the healthy ones answer 503. A cluster's masters may change
+// (failover, resharding): a key's breaker is the one of the master the
+// client's slot map names now.
 type breakers struct {
 	failures int32
 	cooldown int64
+	// timeout bounds a slot map reload MasterForKey may run (CLUSTER
+	// SLOTS), which no other bound covers: it runs before the breaker and
+	// the pending-load bound are consulted.
+	timeout time.Duration
 	// cluster is the client's slot map; nil: one breaker, one.
 	cluster *redis.ClusterClient
 	one     breaker
 	nodes   sync.Map // master address -> *breaker
 }
 
-func newBreakers(rdb redis.UniversalClient, failures int, cooldown time.Duration) *breakers {
-	bs := &breakers{failures: int32(failures), cooldown: int64(cooldown)}
+func newBreakers(rdb redis.UniversalClient, failures int, cooldown, timeout time.Duration) *breakers {
+	bs := &breakers{failures: int32(failures), cooldown: int64(cooldown), timeout: timeout}
 	bs.one = breaker{failures: bs.failures, cooldown: bs.cooldown}
 	bs.cluster, _ = rdb.(*redis.ClusterClient)
 	return bs
 }
 
 // forKey is the breaker of the master serving key. A cluster whose slot map
-// cannot be had (no node answered yet) shares the one breaker.
+// cannot be had within the timeout (no node answered yet) shares the one
+// breaker.
 func (bs *breakers) forKey(ctx context.Context, key string) *breaker {
 	if bs.cluster == nil {
 		return &bs.one
 	}
+	ctx, cancel := context.WithTimeout(ctx, bs.timeout)
+	defer cancel()
 	c, err := bs.cluster.MasterForKey(ctx, key)
 	if err != nil {
 		return &bs.one

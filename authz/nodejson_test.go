@@ -11,6 +11,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/authz/authz/internal/testenv"
+	"github.com/authz/authz/logout"
 )
 
 // nodeReads runs each stored value through what an Express app does with
@@ -203,17 +204,22 @@ func equalUnits(units []uint16, s string) bool {
 	return true
 }
 
-func TestJSNumber(t *testing.T) {
-	for in, want := range map[string]string{
-		"1": "1", "-1": "-1", "1.5": "1.5", "1e21": "1e+21", "1.5e300": "1.5e+300", "123e-20": "1.23e-18",
-		"0.000001": "0.000001", "0.0000001": "1e-7", "-0.0": "0", "9007199254740993": "9007199254740992",
-		"1e-400": "0", "123456789012345680000": "123456789012345680000",
-	} {
-		if got, ok := jsNumber(json.Number(in)); !ok || got != want {
-			t.Errorf("jsNumber(%s) = %q, %v; want %q", in, got, ok, want)
+// TestEventUserMatchesSessionUser: a kind:user logout event names a numeric
+// user as the sessions do. Sessions format a number as JavaScript's String()
+// (identity); an event keeping the literal text (1e2, 100.0, a long integer)
+// would miss the cached allows of user "100" or "12345678901234567000".
+func TestEventUserMatchesSessionUser(t *testing.T) {
+	for _, lit := range []string{"1e2", "100.0", "12345678901234567891", "-0", "1.50"} {
+		e, err := logout.Parse([]byte(`{"v":1,"kind":"user","user":` + lit + `}`))
+		if err != nil {
+			t.Fatalf("Parse(user %s): %v", lit, err)
 		}
-	}
-	if _, ok := jsNumber("1e400"); ok {
-		t.Error("jsNumber(1e400) is finite")
+		want, err := identity(json.Number(lit))
+		if err != nil {
+			t.Fatalf("identity(%s): %v", lit, err)
+		}
+		if e.User != want {
+			t.Errorf("event user %s = %q; the session's X-Auth-User is %q", lit, e.User, want)
+		}
 	}
 }

@@ -31,7 +31,9 @@ func (v *Verifier) endedAgain(err error) {
 	if err != nil {
 		v.metrics.endedAgain.WithLabelValues("error").Inc()
 		v.metrics.redisErrors.WithLabelValues("load").Inc()
-		v.log.Warn("a logged-out session saved back by an app could not be deleted again; authz still refuses it", "err", err)
+		v.rateLimited(func() {
+			v.log.Warn("a logged-out session saved back by an app could not be ended again; authz still refuses it", "err", err)
+		})
 		return
 	}
 	v.metrics.endedAgain.WithLabelValues("ok").Inc()
@@ -98,7 +100,8 @@ func (v *Verifier) RevokeSession(ctx context.Context, tenant, sid string) (bool,
 	pipe := v.rdb.Pipeline()
 	get := getCapped(ctx, pipe, key, v.cfg.MaxSessionBytes)
 	pttl := pipe.PTTL(ctx, key)
-	if _, err := pipe.Exec(ctx); err != nil && !isWrongType(err) {
+	cmds, _ := pipe.Exec(ctx) // each command's own error: see readErr
+	if err := readErr(cmds...); err != nil {
 		return false, fmt.Errorf("revoke session %s: %w", shortHash(sid), err)
 	}
 	var maxAge time.Duration
@@ -252,7 +255,8 @@ func (v *Verifier) walk(ctx context.Context, prefix string, step func(ctx contex
 					gets[i] = getCapped(ctx, pipe, k, v.cfg.MaxSessionBytes)
 					ttls[i] = pipe.PTTL(ctx, k)
 				}
-				if _, err := pipe.Exec(ctx); err != nil && !isWrongType(err) {
+				cmds, _ := pipe.Exec(ctx)
+				if err := readErr(cmds...); err != nil {
 					return fmt.Errorf("read %s*: %w", prefix, err)
 				}
 				batch := make([]found, 0, len(keys))

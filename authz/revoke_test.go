@@ -3,6 +3,8 @@ package authz
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -10,6 +12,8 @@ import (
 	"time"
 
 	"github.com/authz/authz/logout"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 )
 
 func TestRevokeSessionSticks(t *testing.T) {
@@ -205,5 +209,36 @@ func TestLogoutEndpoint(t *testing.T) {
 	_, c2 := "", Sign("neverstoredneverstoredneverstore", testSecret)
 	if w := post(c2, ""); w.Code != http.StatusServiceUnavailable {
 		t.Errorf("logout with Redis down: %d; want 503", w.Code)
+	}
+}
+
+// A user-wide logout whose read of one key fails (here an ACL denies it;
+// a network error mid-pipeline does the same) reports the failure, even when
+// another key of the same step is no string (WRONGTYPE, skipped): the
+// pipeline reports only its first failed command, and the walk took that
+// WRONGTYPE for the step's whole outcome, skipping the unread session and
+// reporting success with it left.
+func TestRevokeUserFailsOnAnUnreadKey(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	for i := range 100 { // no strings: skipped, as before
+		if err := f.rdb.HSet(ctx, fmt.Sprintf("sess:hash%027d", i), "passport", "alice").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.rdb.Set(ctx, "sess:denied00000000000000000000000000", aliceJSON, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.rdb.Do(ctx, "ACL", "SETUSER", "walker", "on", ">walkerpass", "+@all", "~sess:hash*", "~authz:*").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: f.redis.Addr, Username: "walker", Password: "walkerpass", MaxRetries: -1, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rdb.Close() })
+	v, err := New(Config{Secrets: []string{testSecret}, RedisTimeout: time.Second}, rdb, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := v.RevokeUser(ctx, "", "alice"); err == nil {
+		t.Errorf("RevokeUser = %d, nil with a session it could not read; want an error", n)
 	}
 }

@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/authz/authz/internal/jsnum"
 )
 
 // Session is what authz keeps of a stored session: only what decisions and
@@ -326,7 +326,7 @@ func identity(v any) (string, error) {
 		}
 		return x, nil
 	case json.Number:
-		s, ok := jsNumber(x)
+		s, ok := jsnum.Format(x)
 		if !ok {
 			return "", fmt.Errorf("user id %s is not a finite number", x)
 		}
@@ -341,56 +341,6 @@ func identity(v any) (string, error) {
 // sequence may give fewer U+FFFD), so authz cannot know the id the app sees,
 // and two different ids could read the same here.
 var errReplaced = errors.New("user id holds invalid UTF-8 or a lone surrogate (U+FFFD after decoding)")
-
-// jsNumber writes a JSON number as JavaScript's Number.prototype.toString
-// does (ECMA-262 Number::toString, radix 10), from the shortest digits
-// that round-trip, as V8 picks them. ok is false for a number out of the
-// double range (JSON.parse makes it Infinity).
-func jsNumber(n json.Number) (string, bool) {
-	f, err := strconv.ParseFloat(string(n), 64)
-	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
-		return "", false
-	}
-	if f == 0 {
-		return "0", true // -0 too
-	}
-	e := strconv.FormatFloat(f, 'e', -1, 64) // [-]d[.ddd]e±xx
-	sign := ""
-	if e[0] == '-' {
-		sign, e = "-", e[1:]
-	}
-	mant, exp, _ := strings.Cut(e, "e")
-	digits := strings.Replace(mant, ".", "", 1)
-	x, _ := strconv.Atoi(exp)
-	k, p := len(digits), x+1 // value = 0.digits × 10^p
-	var out string
-	switch {
-	case k <= p && p <= 21:
-		out = digits + strings.Repeat("0", p-k)
-	case 0 < p && p <= 21:
-		out = digits[:p] + "." + digits[p:]
-	case -6 < p && p <= 0:
-		out = "0." + strings.Repeat("0", -p) + digits
-	default:
-		es := "+"
-		if p-1 < 0 {
-			es = "-"
-		}
-		out = digits[:1]
-		if k > 1 {
-			out += "." + digits[1:]
-		}
-		out += "e" + es + strconv.Itoa(abs(p-1))
-	}
-	return sign + out, true
-}
-
-func abs(n int) int {
-	if n < 0 {
-		return -n
-	}
-	return n
-}
 
 // lookup walks a dot path through nested objects.
 func lookup(root map[string]any, path []string) (any, bool) {
@@ -440,7 +390,7 @@ func scalar(v any) (string, bool) {
 	case string:
 		return x, !strings.ContainsRune(x, utf8.RuneError)
 	case json.Number:
-		return jsNumber(x)
+		return jsnum.Format(x)
 	case bool:
 		if x {
 			return "true", true

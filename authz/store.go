@@ -50,16 +50,14 @@ func (s *store) load(ctx context.Context, sid string) ([]byte, time.Duration, er
 	get := getCapped(ctx, pipe, key, s.maxBytes)
 	ttl := pipe.PTTL(ctx, key)
 	revoked := pipe.Exists(ctx, s.revokedKey(sid))
-	if _, err := pipe.Exec(ctx); err != nil && !isWrongType(err) {
-		// Name the key that failed: on a cluster the marker may be on
-		// another master than the session (see breakers).
-		failed := &keyError{key: key, err: err}
-		if get.Err() == nil && ttl.Err() == nil {
-			failed.key = s.revokedKey(sid)
-		} else if e := get.Err(); e != nil && !isWrongType(e) {
-			failed.err = e
-		}
-		return nil, 0, fmt.Errorf("load session %s: %w", shortHash(sid), failed)
+	_, _ = pipe.Exec(ctx) // each command's own error is read below
+	// Name the key that failed: on a cluster the marker may be on another
+	// master than the session (see breakers).
+	if err := readErr(get, ttl); err != nil {
+		return nil, 0, fmt.Errorf("load session %s: %w", shortHash(sid), &keyError{key: key, err: err})
+	}
+	if err := readErr(revoked); err != nil {
+		return nil, 0, fmt.Errorf("load session %s: %w", shortHash(sid), &keyError{key: s.revokedKey(sid), err: err})
 	}
 	data, err := capped(get, s.maxBytes)
 	if revoked.Val() > 0 {
@@ -101,8 +99,10 @@ func (s *store) load(ctx context.Context, sid string) ([]byte, time.Duration, er
 // marker was seen, even if the marker expired since; and extending the
 // marker before the DEL (in order: one pipeline on one connection, two
 // round trips on a cluster, as revoke does) means no save after the DEL can
-// outlive it. The extension only ever lengthens the marker (SET NX then
-// PEXPIRE GT, or PERSIST): two instances doing this at once agree.
+// outlive it. The extension only ever lengthens the marker (lengthenScript,
+// or SET NX then PERSIST): two instances doing this at once agree. The DEL
+// does not depend on it: if the extension fails, the key is still better
+// gone (the error is still reported).
 func (s *store) endAgain(ctx context.Context, sid string, pttl time.Duration, data []byte) error {
 	var maxAge time.Duration
 	if root, err := parseJSON(data); err == nil {
@@ -116,28 +116,45 @@ func (s *store) endAgain(ctx context.Context, sid string, pttl time.Duration, da
 	}
 	marker := s.revokedKey(sid)
 	pipe := s.rdb.Pipeline()
+	var lengthen []redis.Cmder
 	if pttl == -1 {
-		pipe.SetNX(ctx, marker, "1", 0)
-		pipe.Persist(ctx, marker)
+		lengthen = append(lengthen, pipe.SetNX(ctx, marker, "1", 0), pipe.Persist(ctx, marker))
 	} else {
 		// A whole second more than the key: PEXPIRE's clock and the
 		// key's are the same, but the key may be saved again right now.
 		ttl := max(pttl, maxAge, s.storeTTL) + time.Second
-		pipe.SetNX(ctx, marker, "1", ttl)
-		pipe.Do(ctx, "PEXPIRE", marker, ttl.Milliseconds(), "GT")
+		lengthen = append(lengthen, pipe.Eval(ctx, lengthenScript, []string{marker}, ttl.Milliseconds()))
 	}
 	if _, cluster := s.rdb.(*redis.ClusterClient); cluster {
-		if _, err := pipe.Exec(ctx); err != nil {
-			return fmt.Errorf("extend marker: %w", err)
-		}
+		// The DEL goes on even if lengthening failed: the key of a
+		// marked id is better gone in any case.
+		_, _ = pipe.Exec(ctx)
 		pipe = s.rdb.Pipeline()
 	}
-	pipe.Del(ctx, s.prefix+sid)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("extend marker and delete: %w", err)
+	del := pipe.Del(ctx, s.prefix+sid)
+	_, _ = pipe.Exec(ctx) // each command's own error is read below
+	if err := del.Err(); err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
+	for _, c := range lengthen {
+		if err := c.Err(); err != nil {
+			return fmt.Errorf("extend marker (the key is deleted): %w", err)
+		}
 	}
 	return nil
 }
+
+// lengthenScript sets the marker KEYS[1] to expire in ARGV[1] ms unless it
+// already lasts longer (or forever), creating it if it expired: PEXPIRE GT
+// with SET NX, which Redis 6 lacks. One key, so any cluster node that owns
+// it runs it.
+const lengthenScript = `local t = redis.call('PTTL', KEYS[1])
+if t == -2 then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+elseif t >= 0 and t < tonumber(ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return 1`
 
 // getCapped queues a read of key's value that moves at most maxBytes+1
 // bytes from Redis: a huge value must not cross the network (and time the
@@ -170,6 +187,21 @@ func capped(get *redis.StringCmd, maxBytes int) ([]byte, error) {
 var errWrongType = errors.New("key holds no string value")
 
 func isWrongType(err error) bool { return err != nil && redis.HasErrorPrefix(err, "WRONGTYPE") }
+
+// readErr returns the error of the first of a pipeline's reads that failed
+// other than with WRONGTYPE (a key holding no string, which callers skip
+// like a missing one). Exec reports only the first failed command: a
+// WRONGTYPE there can hide a later command's network error, and a read
+// taken for "nothing there" would skip a session (a user-wide logout
+// reporting success with sessions left).
+func readErr(cmds ...redis.Cmder) error {
+	for _, c := range cmds {
+		if err := c.Err(); err != nil && !isWrongType(err) && !errors.Is(err, redis.Nil) {
+			return err
+		}
+	}
+	return nil
+}
 
 // touch extends the key's TTL like connect-redis's touch (EXPIRE, the JSON
 // untouched). EXPIRE on a missing key does nothing, so a destroyed session

@@ -169,7 +169,8 @@ func (v *Verifier) readToken(ctx context.Context, t *tenant, hash string) ([]byt
 	pipe := v.rdb.Pipeline()
 	get := getCapped(ctx, pipe, key, v.cfg.MaxSessionBytes)
 	pttl := pipe.PTTL(ctx, key)
-	if _, err := pipe.Exec(ctx); err != nil && !isWrongType(err) {
+	cmds, _ := pipe.Exec(ctx) // each command's own error: see readErr
+	if err := readErr(cmds...); err != nil {
 		return nil, 0, fmt.Errorf("load token %s: %w", hash[:8], err)
 	}
 	data, err := capped(get, v.cfg.MaxSessionBytes)

@@ -261,7 +261,7 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, log *
 		cfg:      cfg,
 		rdb:      rdb,
 		cache:    newCache(cfg.CacheSize),
-		breakers: newBreakers(rdb, cfg.BreakerFailures, cfg.BreakerCooldown),
+		breakers: newBreakers(rdb, cfg.BreakerFailures, cfg.BreakerCooldown, cfg.RedisTimeout),
 		log:      log,
 		touches:  make(chan struct{}, 64),
 	}

@@ -18,9 +18,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/authz/authz/internal/jsnum"
 )
 
 // Version is the event format this package writes and reads.
@@ -53,7 +56,7 @@ type Event struct {
 	Kind    Kind      `json:"kind"`
 	Tenant  string    `json:"tenant,omitempty"`  // empty: the default tenant
 	Session string    `json:"session,omitempty"` // session id (not the cookie) for KindSession
-	User    string    `json:"user,omitempty"`    // user id for KindUser, as authz's X-Auth-User shows it
+	User    string    `json:"user,omitempty"`    // user id for KindUser, as X-Auth-User shows it: Parse writes a JSON number as JavaScript's String() does
 	Token   string    `json:"token,omitempty"`   // hex SHA-256 of the token for KindToken, never the token
 	Time    time.Time `json:"time"`              // when the logout happened; drives the propagation metric
 	Origin  string    `json:"origin,omitempty"`  // who published: free text for logs
@@ -104,10 +107,10 @@ func Decode(b []byte) (e Event, ignored []string, err error) {
 		return Event{}, nil, fmt.Errorf("%w: %v", ErrNotJSON, err)
 	}
 	e = Event{V: w.V, Kind: w.Kind, Session: w.Session, Token: w.Token}
-	if e.User, err = idText(w.User, "user"); err != nil {
+	if e.User, err = idText(w.User, "user", true); err != nil {
 		return Event{}, nil, err
 	}
-	if e.Tenant, err = idText(w.Tenant, "tenant"); err != nil {
+	if e.Tenant, err = idText(w.Tenant, "tenant", false); err != nil {
 		return Event{}, nil, err
 	}
 	if t, ok := parseTime(w.Time); ok {
@@ -123,9 +126,12 @@ func Decode(b []byte) (e Event, ignored []string, err error) {
 	return e, ignored, e.Validate()
 }
 
-// idText reads an id that must be a string or a number (its literal
-// text); absent or null is "".
-func idText(raw json.RawMessage, field string) (string, error) {
+// idText reads an id that must be a string or a number; absent or null is
+// "". With asJS, a number is written as JavaScript's String() does, as
+// authz writes a numeric user id read from a session (1e2 and 100.0 are
+// "100", 12345678901234567891 is "12345678901234567000"), so that the event
+// names the X-Auth-User the sessions carry; without it, the literal text.
+func idText(raw json.RawMessage, field string, asJS bool) (string, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return "", nil
 	}
@@ -137,7 +143,14 @@ func idText(raw json.RawMessage, field string) (string, error) {
 		}
 		return s, nil
 	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
-		return string(raw), nil // json.Unmarshal has checked the number
+		if !asJS {
+			return string(raw), nil // json.Unmarshal has checked the number
+		}
+		s, ok := jsnum.Format(json.Number(raw))
+		if !ok {
+			return "", fmt.Errorf("%w: %s %s is not a finite number", ErrNotJSON, field, raw)
+		}
+		return s, nil
 	}
 	return "", fmt.Errorf("%w: %s is neither a string nor a number", ErrNotJSON, field)
 }
@@ -176,7 +189,11 @@ func parseTime(raw json.RawMessage) (time.Time, bool) {
 		if err != nil || ms <= 0 || ms > 1e15 {
 			return time.Time{}, false
 		}
-		return time.UnixMilli(0).Add(time.Duration(ms * float64(time.Millisecond))), true
+		// Whole milliseconds and the fraction apart: ms as a Duration
+		// (nanoseconds) overflows past 2262 (ms > 9.2e12), which the
+		// bound above allows.
+		whole := math.Floor(ms)
+		return time.UnixMilli(int64(whole)).Add(time.Duration((ms - whole) * float64(time.Millisecond))), true
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {

@@ -35,6 +35,7 @@ func TestParse(t *testing.T) {
 		{`{"v":1,"kind":"session"}`, ErrMissingID},
 		{`{"v":1,"kind":"user","session":"abc"}`, ErrMissingID},
 		{`{"v":1,"kind":"session","session":42}`, ErrNotJSON},
+		{`{"v":1,"kind":"user","user":1e400}`, ErrNotJSON}, // JSON.parse: Infinity, which no session holds
 		{`{"v":1,"kind":"session","session":"` + string(long) + `"}`, ErrFieldTooBig},
 		{`[]`, ErrNotJSON},
 		{`null`, ErrVersion},
@@ -113,6 +114,24 @@ func TestDecodeLeavesOutWhatItCannotRead(t *testing.T) {
 		_, ignored, err := Decode([]byte(tt.in))
 		if !errors.Is(err, tt.err) || strings.Join(ignored, ",") != strings.Join(tt.ignored, ",") {
 			t.Errorf("Decode(%s) = ignored %v, %v; want %v, %v", tt.in, ignored, err, tt.ignored, tt.err)
+		}
+	}
+}
+
+// A time in milliseconds past 2262 (up to the 1e15 Parse accepts) is read
+// as that instant: before, the milliseconds as nanoseconds overflowed.
+func TestParseTimeMillisecondsFarAhead(t *testing.T) {
+	for lit, want := range map[string]time.Time{
+		"1e13":            time.UnixMilli(1e13),
+		"1e15":            time.UnixMilli(1e15),
+		"1732230000123.5": time.UnixMilli(1732230000123).Add(500 * time.Microsecond),
+	} {
+		e, err := Parse([]byte(`{"v":1,"kind":"session","session":"abc","time":` + lit + `}`))
+		if err != nil {
+			t.Fatalf("Parse(time %s): %v", lit, err)
+		}
+		if !e.Time.Equal(want) {
+			t.Errorf("time %s = %v; want %v", lit, e.Time, want)
 		}
 	}
 }

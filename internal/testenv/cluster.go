@@ -25,7 +25,11 @@ type Cluster struct {
 // each other (CLUSTER MEET), and waits until every node reports
 // cluster_state:ok. It does by hand what redis-cli --cluster create does,
 // without its one-second polling.
-func StartCluster(t testing.TB) *Cluster {
+func StartCluster(t testing.TB) *Cluster { return StartClusterArgs(t) }
+
+// StartClusterArgs is StartCluster with more redis-server arguments for
+// every node (e.g. --rename-command to take a command away).
+func StartClusterArgs(t testing.TB, args ...string) *Cluster {
 	t.Helper()
 	dir := t.TempDir()
 	c := &Cluster{t: t}
@@ -37,9 +41,9 @@ func StartCluster(t testing.TB) *Cluster {
 		}
 		// The bus port is chosen too: port+10000, the default, may fall in
 		// the kernel's ephemeral range (see FreePort).
-		n := StartRedisArgs(t, "--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),
+		n := StartRedisArgs(t, append([]string{"--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),
 			"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", i)),
-			"--cluster-node-timeout", "2000", "--dir", dir)
+			"--cluster-node-timeout", "2000", "--dir", dir}, args...)...)
 		c.Nodes = append(c.Nodes, n)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
