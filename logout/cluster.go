@@ -91,11 +91,23 @@ func (ct *ClusterTracking) Wrap(h Handler) Handler {
 }
 
 // Enabled reports whether tracking is whole: every node that matters has a
-// live invalidation connection, and so does the logout subscription.
+// live invalidation connection, and so does the logout subscription, and
+// no node refused CLIENT TRACKING. Where one refused (an ACL without
+// CLIENT), the cache still follows the subscriptions, as on a single node,
+// and Enabled is false: sessions deleted there without an event stop
+// passing within the cache TTL.
 func (ct *ClusterTracking) Enabled() bool {
 	ct.mu.RLock()
 	defer ct.mu.RUnlock()
-	return ct.reported
+	if !ct.reported {
+		return false
+	}
+	for _, n := range ct.nodes {
+		if !n.tr.Enabled() {
+			return false
+		}
+	}
+	return true
 }
 
 // Run reads the slot map every Heartbeat, starting an invalidation
