@@ -233,6 +233,11 @@ func TestClusterSessionDeletedWithoutEvent(t *testing.T) {
 			})
 		}
 	}
+	for _, a := range d.instances {
+		if got := metric(t, a, "authz_tracking_messages_total"); got < 3 {
+			t.Errorf("%s counted %v invalidation messages for three sessions deleted on three masters", a.Addr, got)
+		}
+	}
 }
 
 // TestClusterSlotMoveTracked moves a cached session's slot to another

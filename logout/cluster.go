@@ -30,7 +30,8 @@ type ClusterTracking struct {
 	cfg ClusterTrackingConfig
 
 	mu       sync.RWMutex
-	h        Handler // set by Wrap
+	h        Handler     // set by Wrap
+	counts   *Subscriber // whose invalidation metrics the nodes add to (Count)
 	nodes    map[string]*nodeTracker
 	main     bool // the logout subscription is live
 	mapped   bool // the slot map was read at least once
@@ -88,6 +89,15 @@ func (ct *ClusterTracking) Wrap(h Handler) Handler {
 	ct.h = h
 	ct.mu.Unlock()
 	return clusterHandler{ct}
+}
+
+// Count makes the node connections count their invalidations in sub's
+// metrics (authz_tracking_messages_total and the like), sub being the
+// logout Subscriber. Call it before Run.
+func (ct *ClusterTracking) Count(sub *Subscriber) {
+	ct.mu.Lock()
+	ct.counts = sub
+	ct.mu.Unlock()
 }
 
 // Enabled reports whether tracking is whole: every node that matters has a
@@ -209,6 +219,10 @@ func (ct *ClusterTracking) startLocked(addr string) *nodeTracker {
 		Heartbeat: ct.cfg.Heartbeat, MaxBackoff: ct.cfg.MaxBackoff,
 		Logger: ct.cfg.Logger.With("node", addr), InvalidationsOnly: true,
 	}, nil)
+	if ct.counts != nil {
+		m := &ct.counts.m
+		sub.m.trackingMsgs, sub.m.invalidated, sub.m.flushes = m.trackingMsgs, m.invalidated, m.flushes
+	}
 	ct.wg.Add(1)
 	go func() {
 		defer ct.wg.Done()

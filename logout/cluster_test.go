@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/authz/authz/internal/testenv"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -27,10 +29,12 @@ func TestClusterTracking(t *testing.T) {
 	rec := &recorder{}
 	sc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), Protocol: 2})
 	defer sc.Close()
-	sub, err := NewSubscriber(sc, ct.Wrap(rec), SubscriberConfig{Heartbeat: 200 * time.Millisecond}, nil)
+	reg := prometheus.NewRegistry()
+	sub, err := NewSubscriber(sc, ct.Wrap(rec), SubscriberConfig{Heartbeat: 200 * time.Millisecond}, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ct.Count(sub)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { sub.Run(ctx); close(done) }()
@@ -63,6 +67,9 @@ func TestClusterTracking(t *testing.T) {
 	}
 	for i, n := range c.Nodes {
 		readThenDel(keyOn(n, string(rune('0'+i))))
+	}
+	if got := testutil.ToFloat64(sub.m.invalidated); got < 3 {
+		t.Errorf("authz_tracking_invalidated_keys_total = %v after three keys invalidated on three nodes", got)
 	}
 
 	// Kill node 0's pub/sub connections: its invalidation connection (and

@@ -562,6 +562,9 @@ func (f *serveFlags) subscriber(v *authz.Verifier, ct *logout.ClusterTracking, l
 		c.Close()
 		return nil, nil, nil, err
 	}
+	if ct != nil {
+		ct.Count(sub)
+	}
 	return sub, c, tr, nil
 }
 
