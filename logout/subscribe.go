@@ -257,7 +257,7 @@ func (s *Subscriber) subscribe(ctx context.Context) (live bool, err error) {
 					s.m.connects.Inc()
 					s.m.live.Set(1)
 					s.h.Subscribed(true)
-					s.cfg.Logger.Info("logout subscription live", "channel", s.cfg.Channel)
+					s.cfg.Logger.Info("logout subscription live", "channels", strings.Join(channels, ","))
 				}
 			}
 		case *redis.Message:
