@@ -148,20 +148,25 @@ func (ct *ClusterTracking) Run(ctx context.Context) {
 
 // refresh reads the slot map and brings the node set in line with it.
 func (ct *ClusterTracking) refresh(ctx context.Context) {
+	// ForEachMaster reloads go-redis's own slot map and names each master
+	// by the address go-redis reaches it at (which may differ from what
+	// CLUSTER SLOTS says: go-redis replaces a loopback host with the
+	// seed's), so the hooks' addresses match these.
+	var mu sync.Mutex
+	masters := map[string]bool{}
 	rctx, cancel := context.WithTimeout(ctx, ct.cfg.Timeout)
-	slots, err := ct.rdb.ClusterSlots(rctx).Result()
+	err := ct.rdb.ForEachMaster(rctx, func(_ context.Context, c *redis.Client) error {
+		mu.Lock()
+		masters[c.Options().Addr] = true
+		mu.Unlock()
+		return nil
+	})
 	cancel()
-	if err != nil {
+	if err != nil || len(masters) == 0 {
 		if ctx.Err() == nil {
 			ct.cfg.Logger.Debug("read the cluster slot map", "err", err)
 		}
 		return
-	}
-	masters := map[string]bool{}
-	for _, s := range slots {
-		if len(s.Nodes) > 0 && s.Nodes[0].Addr != "" {
-			masters[s.Nodes[0].Addr] = true
-		}
 	}
 	ct.mu.Lock()
 	defer ct.mu.Unlock()
