@@ -399,10 +399,16 @@ func serve(ctx context.Context, f *serveFlags) error {
 	go f.reloadOnHUP(ctx, hup, v, tracked, log)
 	subDone := make(chan struct{})
 	go func() {
+		// On a cluster the nodes' invalidation connections end with the
+		// logout subscription, and shutdown waits for both.
+		ctDone := make(chan struct{})
 		if ct != nil {
-			go ct.Run(subCtx)
+			go func() { ct.Run(subCtx); close(ctDone) }()
+		} else {
+			close(ctDone)
 		}
 		sub.Run(subCtx)
+		<-ctDone
 		close(subDone)
 	}()
 	errc := make(chan error, len(servers))
