@@ -154,14 +154,7 @@ func TestClusterVerifyAndLogout(t *testing.T) {
 	t.Parallel()
 	c := testenv.StartCluster(t)
 	d := newDeployment(t, c.URL(), c.Client(), 2, "--cache-ttl", "1h")
-	for _, a := range d.instances {
-		if metric(t, a, "authz_tracking_enabled") != 0 {
-			t.Errorf("tracking reported on on %s; it is per node, so off on a cluster", a.Addr)
-		}
-		if !strings.Contains(a.Output(), "tracking (--tracking) is off on Redis Cluster") {
-			t.Errorf("%s does not say that tracking is off on a cluster:\n%s", a.Addr, a.Output())
-		}
-	}
+	d.trackingWhole()
 
 	// The session key and its revocation marker must live on different
 	// nodes, so the one-round-trip read (GET, PTTL, EXISTS marker) really
@@ -191,6 +184,95 @@ func TestClusterVerifyAndLogout(t *testing.T) {
 		"--redis-cluster-addrs", c.Nodes[1].Addr).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "user     bob") {
 		t.Errorf("authz session show with --redis-cluster-addrs: %v\n%s", err, out)
+	}
+}
+
+// trackingWhole waits until every instance has a live invalidation
+// connection on every master (authz_tracking_enabled).
+func (d *deployment) trackingWhole() {
+	d.t.Helper()
+	for _, a := range d.instances {
+		testenv.WaitFor(d.t, 10*time.Second, "tracking on every node for "+a.Addr, func() bool {
+			return metric(d.t, a, "authz_tracking_enabled") == 1
+		})
+	}
+}
+
+// TestClusterSessionDeletedWithoutEvent: an app's plain DEL of a cached
+// session, on each of the three masters, is refused on every instance
+// within a second, with 30 s of cache TTL: each master reports it to each
+// instance's invalidation connection on that master.
+func TestClusterSessionDeletedWithoutEvent(t *testing.T) {
+	t.Parallel()
+	c := testenv.StartCluster(t)
+	d := newDeployment(t, c.URL(), c.Client(), 3, "--cache-ttl", "30s")
+	d.trackingWhole()
+	for _, a := range d.instances {
+		if !strings.Contains(a.Output(), "invalidation connection started") {
+			t.Errorf("%s does not log its per-node invalidation connections:\n%s", a.Addr, a.Output())
+		}
+	}
+	for n, node := range c.Nodes {
+		var x session
+		for i := 0; ; i++ {
+			x = d.site.signIn(bob)
+			if c.NodeOf("sess:"+x.sid) == node {
+				break
+			}
+			if i == 200 {
+				t.Fatalf("200 sessions, none on node %d", n)
+			}
+		}
+		d.everywhere(x.cookie, 200, "before DEL")
+		if err := d.site.rdb.Del(context.Background(), "sess:"+x.sid).Err(); err != nil {
+			t.Fatal(err)
+		}
+		for i, a := range d.instances {
+			testenv.WaitFor(t, time.Second, "instance "+strconv.Itoa(i)+" to deny a session deleted on node "+strconv.Itoa(n), func() bool {
+				return d.verify(a, x.cookie) == 401
+			})
+		}
+	}
+	for _, a := range d.instances {
+		if got := metric(t, a, "authz_tracking_messages_total"); got < 3 {
+			t.Errorf("%s counted %v invalidation messages for three sessions deleted on three masters", a.Addr, got)
+		}
+	}
+}
+
+// TestClusterSlotMoveTracked moves a cached session's slot to another
+// master, then an app deletes it there (a plain DEL): with 30 s of cache
+// TTL it is refused on every instance within a second. The move ends the
+// tracking of the key on its old master, and reads from the new one are
+// armed for that master's invalidation connection.
+func TestClusterSlotMoveTracked(t *testing.T) {
+	t.Parallel()
+	c := testenv.StartCluster(t)
+	d := newDeployment(t, c.URL(), c.Client(), 2, "--cache-ttl", "30s")
+	d.trackingWhole()
+	x := d.site.signIn(bob)
+	key := "sess:" + x.sid
+	to := c.Nodes[0]
+	if c.NodeOf(key) == to {
+		to = c.Nodes[1]
+	}
+	d.everywhere(x.cookie, 200, "before the move")
+	c.MoveSlot(key, to, func(step string) {
+		d.everywhere(x.cookie, 200, "while the slot is "+step)
+	})
+	if c.NodeOf(key) != to {
+		t.Fatal("the slot did not move")
+	}
+	d.everywhere(x.cookie, 200, "after the move")
+	d.trackingWhole()
+	d.everywhere(x.cookie, 200, "after the move, tracking whole")
+	if err := d.site.rdb.Del(context.Background(), key).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range d.instances {
+		testenv.WaitFor(t, time.Second, "instance "+strconv.Itoa(i)+" to deny a session deleted after its slot moved", func() bool {
+			return d.verify(a, x.cookie) == 401
+		})
 	}
 }
 

@@ -56,6 +56,11 @@ type SubscriberConfig struct {
 	// SentinelAddrs, SentinelUsername, SentinelPassword, TLSConfig and
 	// DialTimeout are used.
 	Sentinel *redis.FailoverOptions
+	// InvalidationsOnly subscribes to InvalidateChannel alone, not to
+	// Channel: a per-node invalidation connection on a cluster
+	// (ClusterTracking), where logout events come through another
+	// Subscriber.
+	InvalidationsOnly bool
 }
 
 // Subscriber listens for logout events (and tracking invalidations) and
@@ -211,10 +216,14 @@ func (s *Subscriber) subscribe(ctx context.Context) (live bool, err error) {
 	// it, so shutdown does not wait out a heartbeat.
 	stop := context.AfterFunc(ctx, func() { ps.Close() })
 	defer stop()
-	if err := ps.Subscribe(ctx, s.cfg.Channel, InvalidateChannel); err != nil {
-		return false, fmt.Errorf("subscribe to %s: %w", s.cfg.Channel, err)
+	channels := []string{s.cfg.Channel, InvalidateChannel}
+	if s.cfg.InvalidationsOnly {
+		channels = channels[1:]
 	}
-	pending := 2 // confirmations before the subscription counts as live
+	if err := ps.Subscribe(ctx, channels...); err != nil {
+		return false, fmt.Errorf("subscribe to %s: %w", strings.Join(channels, ", "), err)
+	}
+	pending := len(channels) // confirmations before the subscription counts as live
 	pinged := false
 	for {
 		msg, err := ps.ReceiveTimeout(ctx, s.cfg.Heartbeat)
@@ -248,7 +257,7 @@ func (s *Subscriber) subscribe(ctx context.Context) (live bool, err error) {
 					s.m.connects.Inc()
 					s.m.live.Set(1)
 					s.h.Subscribed(true)
-					s.cfg.Logger.Info("logout subscription live", "channel", s.cfg.Channel)
+					s.cfg.Logger.Info("logout subscription live", "channels", strings.Join(channels, ","))
 				}
 			}
 		case *redis.Message:

@@ -279,6 +279,24 @@ func (f *redisFlags) client() (redis.UniversalClient, error) {
 	return t.newClient(), nil
 }
 
+// nodeClient returns a client for one cluster node's invalidation
+// connection (logout.ClusterTrackingConfig.NewNodeClient): the cluster's
+// credentials and TLS, RESP2 so that invalidations arrive as pub/sub
+// messages, and onConnect to arm tracking on it.
+func (f *redisFlags) nodeClient(addr string, onConnect func(context.Context, *redis.Conn) error) *redis.Client {
+	t, err := f.target()
+	if err != nil || t.cluster == nil {
+		// serve only asks on a cluster, whose flags already parsed.
+		t = &redisTarget{cluster: &redis.ClusterOptions{}}
+	}
+	o := t.cluster
+	return redis.NewClient(&redis.Options{
+		Addr: addr, Username: o.Username, Password: o.Password, TLSConfig: o.TLSConfig,
+		DialTimeout: f.dialTimeout, ReadTimeout: max(f.timeout, f.dialTimeout), WriteTimeout: f.timeout,
+		MaxRetries: 1, PoolSize: 2, Protocol: 2, OnConnect: onConnect,
+	})
+}
+
 // waitReplicas is how many replicas a logout waits for
 // (authz.Config.RevokeWaitReplicas): one on Sentinel, whose failover
 // promotes a replica; none elsewhere (a single node may have no replica,
@@ -323,8 +341,8 @@ func (f *redisFlags) isSentinel() bool {
 // tracking sees every write (after a failover go-redis reconnects to the
 // new master and onConnect runs again there). On a cluster the
 // subscription is on one node, which holds only the sessions of its own
-// slots: tracking would silently miss the others, so it is turned off
-// there and log says so.
+// slots: it carries logout events only, and each node gets an
+// invalidation connection of its own (nodeClient, logout.ClusterTracking).
 //
 // dialCheck, when not nil, is asked before each connection on Sentinel
 // (logout.Subscriber.DialCheck): it refuses a master the sentinels have

@@ -285,8 +285,8 @@ func serve(ctx context.Context, f *serveFlags) error {
 	// go-redis reports reconnections and Sentinel's master changes through
 	// its own logger, to stderr in its own format: into the log instead.
 	redis.SetLogger(goRedisLog{log})
-	if cfg.StaleIfError > 0 && (!f.tracking || f.redis.isCluster()) {
-		return errors.New("--stale-if-error needs --tracking, on a single Redis or Sentinel: only tracking reports a session an app deletes without a logout event")
+	if cfg.StaleIfError > 0 && !f.trackingOn() {
+		return errors.New("--stale-if-error needs --tracking (on a cluster, --tracking-mode=reads): only tracking reports a session an app deletes without a logout event")
 	}
 	// SIGHUP reloads the tenant file. Caught from the start: its default
 	// action would end the process.
@@ -298,12 +298,31 @@ func serve(ctx context.Context, f *serveFlags) error {
 		return err
 	}
 	defer rdb.Close()
+	// On a cluster, each node's connections are armed by a hook installed
+	// as go-redis makes the node: before anything is read.
+	var ct *logout.ClusterTracking
+	if cc, ok := rdb.(*redis.ClusterClient); ok && f.trackingOn() {
+		ct = logout.NewClusterTracking(cc, logout.ClusterTrackingConfig{
+			NewNodeClient: f.redis.nodeClient, Heartbeat: f.heartbeat,
+			Timeout: max(f.redis.timeout, f.redis.dialTimeout), Logger: log,
+		})
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	v, err := authz.New(cfg, rdb, reg, log)
 	if err != nil {
 		return err
+	}
+	if ct != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "authz_tracking_enabled", Help: "1 when Redis server-assisted invalidation is on for the logout subscription.",
+		}, func() float64 {
+			if ct.Enabled() {
+				return 1
+			}
+			return 0
+		}))
 	}
 	if f.tenantsFile != "" {
 		log.Info("tenants loaded", "file", f.tenantsFile, "tenants", len(cfg.Tenants))
@@ -312,13 +331,15 @@ func serve(ctx context.Context, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
-	sub, subClient, tr, err := f.subscriber(v, log, reg)
+	sub, subClient, tr, err := f.subscriber(v, ct, log, reg)
 	if err != nil {
 		return err
 	}
 	defer subClient.Close()
 	var tracked []string // what BCAST tracking watches; none when it is off
 	switch {
+	case ct != nil:
+		v.SetStaleGuard(func(string) bool { return ct.Enabled() })
 	case tr != nil && tr.Reads():
 		// Every pipeline the verifier sends arms tracking first.
 		rdb.AddHook(tr)
@@ -384,7 +405,19 @@ func serve(ctx context.Context, f *serveFlags) error {
 	defer stop()
 	go f.reloadOnHUP(ctx, hup, v, tracked, log)
 	subDone := make(chan struct{})
-	go func() { sub.Run(subCtx); close(subDone) }()
+	go func() {
+		// On a cluster the nodes' invalidation connections end with the
+		// logout subscription, and shutdown waits for both.
+		ctDone := make(chan struct{})
+		if ct != nil {
+			go func() { ct.Run(subCtx); close(ctDone) }()
+		} else {
+			close(ctDone)
+		}
+		sub.Run(subCtx)
+		<-ctDone
+		close(subDone)
+	}()
 	errc := make(chan error, len(servers))
 	for i, s := range servers {
 		go func() {
@@ -398,7 +431,7 @@ func serve(ctx context.Context, f *serveFlags) error {
 	}
 	log.Info("authz serving", "listen", ln.Addr().String(), "metrics", f.metricsListen,
 		"cookie", cfg.CookieName, "prefix", cfg.KeyPrefix, "secrets", len(cfg.Secrets),
-		"logout_channel", f.channel, "tracking", f.tracking && !f.redis.isCluster())
+		"logout_channel", f.channel, "tracking", f.trackingOn(), "tracking_mode", f.trackingMode)
 
 	select {
 	case err := <-errc:
@@ -490,12 +523,16 @@ func covered(tracked []string, p string) bool {
 // subscriber wires the logout subscription to v. It gets a client of its
 // own (see redisFlags.subscriberClient), with the tracking hook that
 // re-arms CLIENT TRACKING on every reconnect.
-// The Tracking is nil when tracking is off (by flag, or on a cluster).
-func (f *serveFlags) subscriber(v *authz.Verifier, log *slog.Logger, reg prometheus.Registerer) (*logout.Subscriber, redis.UniversalClient, *logout.Tracking, error) {
+// The Tracking is nil when tracking is off (by flag, or BCAST on a
+// cluster) and on a cluster, where ct (not nil with tracking) tracks per
+// node and the subscription carries logout events only.
+func (f *serveFlags) subscriber(v *authz.Verifier, ct *logout.ClusterTracking, log *slog.Logger, reg prometheus.Registerer) (*logout.Subscriber, redis.UniversalClient, *logout.Tracking, error) {
 	var onConnect func(context.Context, *redis.Conn) error
 	var tr *logout.Tracking
 	if f.tracking && f.redis.isCluster() {
-		log.Warn("tracking (--tracking) is off on Redis Cluster: Redis tracks keys per node and the logout subscription lives on one node; sessions deleted without a logout event stop passing within --cache-ttl")
+		if ct == nil {
+			log.Warn("--tracking-mode=bcast is not available on Redis Cluster, so tracking is off: sessions deleted without a logout event stop passing within --cache-ttl; use --tracking-mode=reads")
+		}
 	} else if f.tracking && f.trackingMode == "reads" {
 		// On Sentinel, reads must also prove they reach the master the
 		// subscription is on (docs/redis.md, "Failover").
@@ -525,7 +562,10 @@ func (f *serveFlags) subscriber(v *authz.Verifier, log *slog.Logger, reg prometh
 		return nil, nil, nil, err
 	}
 	var h logout.Handler = v
-	if tr != nil {
+	switch {
+	case ct != nil:
+		h = ct.Wrap(v)
+	case tr != nil:
 		h = tr.Wrap(v)
 	}
 	sub, err = logout.NewSubscriber(c, h, logout.SubscriberConfig{
@@ -535,7 +575,16 @@ func (f *serveFlags) subscriber(v *authz.Verifier, log *slog.Logger, reg prometh
 		c.Close()
 		return nil, nil, nil, err
 	}
+	if ct != nil {
+		ct.Count(sub)
+	}
 	return sub, c, tr, nil
+}
+
+// trackingOn reports whether tracking is on: by flag, and on a cluster
+// only in reads mode (per node, logout.ClusterTracking).
+func (f *serveFlags) trackingOn() bool {
+	return f.tracking && (!f.redis.isCluster() || f.trackingMode == "reads")
 }
 
 // listen opens --listen: host:port, or unix:/path for a Unix socket.
