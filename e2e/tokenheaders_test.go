@@ -1,10 +1,15 @@
 package e2e
 
 import (
+	"context"
+	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/authz/authz/authz"
 	"github.com/authz/authz/internal/testenv"
 )
 
@@ -62,6 +67,61 @@ func TestClientTokenHeadersStopAtTheProxy(t *testing.T) {
 					t.Errorf("%s: %s: the service got %s: %q", name, uri, k, vs)
 				}
 			}
+		}
+	}
+}
+
+// TestRelayedTokenStaysInItsLocation: a service behind a relaying location
+// that answers with X-Accel-Redirect (the common way to hand a download to
+// Nginx) sends the request on to another location, here the public
+// /static/; that location's service must not get the session's access
+// token. Before, Nginx kept the relay's variables (and the Authorization
+// map's cached result) across the internal redirect, and /static/ got
+// "Authorization: Bearer <token>" or X-Forwarded-Access-Token.
+func TestRelayedTokenStaysInItsLocation(t *testing.T) {
+	t.Parallel()
+	r := testenv.StartRedis(t)
+	a := testenv.StartAuthz(t, r.URL(), "--access-token-path", "passport.user.accessToken")
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if strings.HasSuffix(req.URL.Path, "/download") {
+			w.Header().Set("X-Accel-Redirect", "/static/file")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(testenv.Echoed{Method: req.Method, URI: req.RequestURI, Host: req.Host, Header: req.Header})
+	}))
+	t.Cleanup(app.Close)
+	appAddr := app.Listener.Addr().String()
+	n := testenv.StartNginxLocations(t, map[string]string{
+		"AUTHZ_ADDR": a.Addr, "APP_ADDR": appAddr, "LOGIN_ADDR": appAddr,
+	}, map[string]string{"relay.conf": relayLocations})
+	s := &site{t: t, redis: r, rdb: r.Client(), authz: a, nginx: n, client: newClient()}
+
+	const token = "at.alice.relayed-only-here"
+	sess := session{sid: newSID()}
+	sess.cookie = "connect.sid=" + authz.Sign(sess.sid, testenv.SessionSecret)
+	doc := `{"cookie":{"originalMaxAge":3600000,"path":"/","httpOnly":true},` +
+		`"passport":{"user":{"id":"alice","roles":["admin"],"accessToken":"` + token + `"}}}`
+	if err := s.rdb.Set(context.Background(), "sess:"+sess.sid, doc, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The relay works where it is asked for...
+	if got := headerValues(s.get("/api/x", sess.cookie).echoed(t).Header, "Authorization"); len(got) != 1 || got[0] != "Bearer "+token {
+		t.Fatalf("/api/x: Authorization %q, want the relayed token", got)
+	}
+	// ...and stops where the request is sent on to.
+	for _, uri := range []string{"/api/download", "/api-header/download", "/api-strict/download"} {
+		got := s.get(uri, sess.cookie, "Authorization", "Basic Y2xpZW50OnB3").echoed(t)
+		if got.URI != "/static/file" {
+			t.Fatalf("%s: the redirect landed on %q, want /static/file", uri, got.URI)
+		}
+		for k, vs := range got.Header {
+			if strings.Contains(strings.Join(vs, ","), token) {
+				t.Errorf("%s, redirected to /static/: the service got the access token in %s", uri, k)
+			}
+		}
+		if v := headerValues(got.Header, "Authorization"); len(v) != 1 || v[0] != "Basic Y2xpZW50OnB3" {
+			t.Errorf("%s, redirected to /static/: Authorization %q, want the client's own", uri, v)
 		}
 	}
 }
