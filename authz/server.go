@@ -55,10 +55,13 @@ type Server struct {
 	// that does not read them (default 10 s); past it the connection is
 	// closed.
 	WriteTimeout time.Duration
-	// MaxConns bounds the connections open at once (default 10000). One
-	// more is closed as soon as it is accepted and counted in
-	// authz_bounds_hit_total{bound="connections"}; the connections already
-	// open, such as Nginx's kept-alive ones, keep being served.
+	// MaxConns bounds the connections open at once (default 10000). At
+	// the bound a new connection is counted in
+	// authz_bounds_hit_total{bound="connections"} and takes the place of
+	// the one that has waited longest for a request (idle, or sending its
+	// header); it is closed only when every open one is being answered.
+	// So a client holding connections idle cannot keep others out, and
+	// Nginx, which reopens a closed idle connection, loses nothing.
 	MaxConns int
 	// MaxHeaderBytes bounds a request's line and header (default 64 KiB).
 	MaxHeaderBytes int
@@ -149,17 +152,40 @@ func (s *Server) Serve(ln net.Listener) error {
 			return http.ErrServerClosed
 		}
 		if len(s.conns) >= s.MaxConns {
-			s.mu.Unlock()
-			c.Close()
 			s.Verifier.metrics.bound("connections")
-			continue
+			// Make room by closing the connection that has waited longest
+			// for a request, rather than refusing this one: connections a
+			// client opens and leaves idle must not keep Nginx's new ones
+			// out. Only a connection being answered is never closed.
+			old := s.longestWaiting()
+			if old == nil {
+				s.mu.Unlock()
+				c.Close()
+				continue
+			}
+			delete(s.conns, old) // its own goroutine finishes the rest
+			old.c.Close()
 		}
+		sc.since.Store(time.Now().UnixNano())
 		s.conns[sc] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
 		s.Verifier.metrics.conns.Add(1)
 		go sc.serve()
 	}
+}
+
+// longestWaiting returns the open connection that has waited longest for
+// its next request (or its first), or nil when every one is being
+// answered. s.mu is held.
+func (s *Server) longestWaiting() *serverConn {
+	var oldest *serverConn
+	for sc := range s.conns {
+		if !sc.busy.Load() && (oldest == nil || sc.since.Load() < oldest.since.Load()) {
+			oldest = sc
+		}
+	}
+	return oldest
 }
 
 // Shutdown stops accepting, lets every request in progress finish, closes
@@ -231,6 +257,9 @@ type serverConn struct {
 	busy atomic.Bool
 	// served is set once the connection has answered a request.
 	served atomic.Bool
+	// since is when the connection began to wait for its next request
+	// (UnixNano): the longest waiting is closed first at MaxConns.
+	since atomic.Int64
 }
 
 func (sc *serverConn) wakeIfIdle() {
@@ -371,6 +400,7 @@ func (sc *serverConn) serve() {
 		if !sc.served.Load() {
 			sc.served.Store(true)
 		}
+		sc.since.Store(time.Now().UnixNano())
 		sc.busy.Store(false)
 	}
 }

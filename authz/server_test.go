@@ -468,32 +468,46 @@ func TestServerMaxConns(t *testing.T) {
 	if got := f.v.metrics.conns.Load(); got != 2 {
 		t.Errorf("authz_connections_open %d, want 2", got)
 	}
+	// One more at the cap takes the place of the connection idle longest
+	// (kept[0]): a client holding idle connections cannot keep a new one
+	// out, and the other idle one keeps being served.
 	extra, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer extra.Close()
-	if closed, got := closedWithin(extra, 5*time.Second); !closed || got != "" {
-		t.Fatalf("a connection past the cap: closed %v, got %q; want it closed unanswered", closed, got)
+	if err := ask(extra); err != nil {
+		t.Fatalf("a connection past the cap: %v; want it answered", err)
+	}
+	if closed, got := closedWithin(kept[0], 5*time.Second); !closed || got != "" {
+		t.Fatalf("the connection idle longest: closed %v, got %q; want it closed to make room", closed, got)
 	}
 	if got := refused() - before; got != 1 {
 		t.Errorf("authz_bounds_hit_total{bound=connections} rose by %v, want 1", got)
 	}
-	// The connections already open keep being served.
-	for _, c := range kept {
-		if err := ask(c); err != nil {
-			t.Fatalf("kept-alive connection at the cap: %v", err)
-		}
+	if err := ask(kept[1]); err != nil {
+		t.Fatalf("the other kept-alive connection at the cap: %v", err)
 	}
-	// One closes: a new one gets its place.
-	kept[0].Close()
-	testenv.WaitFor(t, 5*time.Second, "a new connection to be answered", func() bool {
+	// Twenty half-sent requests, reconnected as fast as they are closed,
+	// never keep a new client out.
+	for range 20 {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
-			return false
+			t.Fatal(err)
 		}
 		defer c.Close()
-		return ask(c) == nil
+		io.WriteString(c, "GET /verify HTTP/1.1\r\nHo")
+	}
+	late, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	if err := ask(late); err != nil {
+		t.Fatalf("a client after twenty half-sent requests at the cap: %v", err)
+	}
+	testenv.WaitFor(t, 5*time.Second, "the connections closed to make room to end", func() bool {
+		return f.v.metrics.conns.Load() == 2
 	})
 }
 
@@ -512,3 +526,55 @@ func (c *scriptConn) RemoteAddr() net.Addr               { return &net.TCPAddr{}
 func (c *scriptConn) SetDeadline(time.Time) error        { return nil }
 func (c *scriptConn) SetReadDeadline(time.Time) error    { return nil }
 func (c *scriptConn) SetWriteDeadline(t time.Time) error { return nil }
+
+// TestStdlibConnStateMakesRoom: with --stdlib-http, too, a connection past
+// the cap takes the place of the one idle longest instead of being
+// refused.
+func TestStdlibConnStateMakesRoom(t *testing.T) {
+	f := newFixture(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: f.v, ConnState: f.v.ConnState(2)}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+	ask := func(c net.Conn) error {
+		io.WriteString(c, "GET /verify HTTP/1.1\r\nHost: a\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err == nil && resp.StatusCode != 401 {
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return err
+	}
+	var kept []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := ask(c); err != nil {
+			t.Fatal(err)
+		}
+		kept = append(kept, c)
+	}
+	extra, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	if err := ask(extra); err != nil {
+		t.Fatalf("a connection past the cap: %v; want it answered", err)
+	}
+	if closed, got := closedWithin(kept[0], 5*time.Second); !closed || got != "" {
+		t.Fatalf("the connection idle longest: closed %v, got %q; want it closed to make room", closed, got)
+	}
+	if err := ask(kept[1]); err != nil {
+		t.Fatalf("the other kept-alive connection: %v", err)
+	}
+	if got := testutil.ToFloat64(f.v.metrics.bounds.WithLabelValues("connections")); got != 1 {
+		t.Errorf("authz_bounds_hit_total{bound=connections} %v, want 1", got)
+	}
+}

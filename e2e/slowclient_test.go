@@ -13,8 +13,9 @@ import (
 // TestHalfSentRequestsDoNotStarveNginx is the slow-client attack on a real
 // authz behind the shipped Nginx config: connections that send part of a
 // request and stop are closed after --read-header-timeout (not the 5
-// minute idle timeout), connections past --max-connections are closed at
-// once, and Nginx's kept-alive connection keeps being answered meanwhile.
+// minute idle timeout), and at --max-connections each new one takes the
+// place of the one waiting longest, so Nginx is answered meanwhile, over
+// its kept-alive connection or a new one that took an attacker's place.
 func TestHalfSentRequestsDoNotStarveNginx(t *testing.T) {
 	t.Parallel()
 	eachServer(t, halfSentRequestsDoNotStarveNginx)

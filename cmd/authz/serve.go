@@ -192,7 +192,7 @@ func newServe() *cobra.Command {
 	fs.IntVar(&f.maxRequestHeaderBytes, "max-request-header-bytes", 64<<10, "largest request line and header accepted on --listen (431 beyond)")
 	fs.DurationVar(&f.readHeaderTimeout, "read-header-timeout", 5*time.Second, "how long a request on --listen may take from its first byte to the end of its header (and a new connection to send its first request); past it the connection is closed")
 	fs.DurationVar(&f.writeTimeout, "write-timeout", 10*time.Second, "how long writing answers on --listen may block on a client that does not read them; past it the connection is closed")
-	fs.IntVar(&f.maxConns, "max-connections", 10000, "connections open at once on --listen; one more is closed as soon as it is accepted (the open ones keep being served)")
+	fs.IntVar(&f.maxConns, "max-connections", 10000, "connections open at once on --listen; one more takes the place of the one waiting longest for a request (idle or half-sent), and is closed only when every open one is being answered")
 	fs.IntVar(&c.MaxPendingLoads, "max-pending-loads", 1000, "distinct Redis reads in flight at most; a cache miss beyond answers 503 at once")
 	fs.DurationVar(&c.StaleIfError, "stale-if-error", 0, "when Redis cannot be read, keep allowing a cached session this long past --cache-ttl, only while the logout subscription is live (0: off, fail closed)")
 	fs.StringVar(&c.LoginURL, "login-url", "/login", "login page a 401 points to (X-Auth-Redirect)")
