@@ -442,52 +442,7 @@ func TestServerWriteTimeout(t *testing.T) {
 func TestServerMaxConns(t *testing.T) {
 	f := newFixture(t, nil)
 	addr := startServer(t, f, func(s *Server) { s.MaxConns = 2 })
-	refused := func() float64 { return testutil.ToFloat64(f.v.metrics.bounds.WithLabelValues("connections")) }
-	before := refused()
-	ask := func(c net.Conn) error {
-		io.WriteString(c, "GET /verify HTTP/1.1\r\nHost: a\r\n\r\n")
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err == nil && resp.StatusCode != 401 {
-			err = fmt.Errorf("status %d", resp.StatusCode)
-		}
-		return err
-	}
-	var kept []net.Conn
-	for range 2 {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if err := ask(c); err != nil {
-			t.Fatal(err)
-		}
-		kept = append(kept, c)
-	}
-	if got := f.v.metrics.conns.Load(); got != 2 {
-		t.Errorf("authz_connections_open %d, want 2", got)
-	}
-	// One more at the cap takes the place of the connection idle longest
-	// (kept[0]): a client holding idle connections cannot keep a new one
-	// out, and the other idle one keeps being served.
-	extra, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer extra.Close()
-	if err := ask(extra); err != nil {
-		t.Fatalf("a connection past the cap: %v; want it answered", err)
-	}
-	if closed, got := closedWithin(kept[0], 5*time.Second); !closed || got != "" {
-		t.Fatalf("the connection idle longest: closed %v, got %q; want it closed to make room", closed, got)
-	}
-	if got := refused() - before; got != 1 {
-		t.Errorf("authz_bounds_hit_total{bound=connections} rose by %v, want 1", got)
-	}
-	if err := ask(kept[1]); err != nil {
-		t.Fatalf("the other kept-alive connection at the cap: %v", err)
-	}
+	makesRoomAtTheCap(t, f, addr)
 	// Twenty half-sent requests, reconnected as fast as they are closed,
 	// never keep a new client out.
 	for range 20 {
@@ -503,12 +458,62 @@ func TestServerMaxConns(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer late.Close()
-	if err := ask(late); err != nil {
+	if err := askVerify(late); err != nil {
 		t.Fatalf("a client after twenty half-sent requests at the cap: %v", err)
 	}
 	testenv.WaitFor(t, 5*time.Second, "the connections closed to make room to end", func() bool {
 		return f.v.metrics.conns.Load() == 2
 	})
+}
+
+// askVerify sends one anonymous /verify on c and checks it is answered 401.
+func askVerify(c net.Conn) error {
+	io.WriteString(c, "GET /verify HTTP/1.1\r\nHost: a\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err == nil && resp.StatusCode != 401 {
+		err = fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return err
+}
+
+// makesRoomAtTheCap is the connection cap's story against a server at addr
+// capped at two connections: one more at the cap takes the place of the
+// connection idle longest, so a client holding idle connections cannot
+// keep a new one out, and the other idle one keeps being served.
+func makesRoomAtTheCap(t *testing.T, f *fixture, addr string) {
+	t.Helper()
+	hits := func() float64 { return testutil.ToFloat64(f.v.metrics.bounds.WithLabelValues("connections")) }
+	before := hits()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	kept := []net.Conn{dial(), dial()}
+	for _, c := range kept {
+		if err := askVerify(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := f.v.metrics.conns.Load(); got != 2 {
+		t.Errorf("authz_connections_open %d, want 2", got)
+	}
+	if err := askVerify(dial()); err != nil {
+		t.Fatalf("a connection past the cap: %v; want it answered", err)
+	}
+	if closed, got := closedWithin(kept[0], 5*time.Second); !closed || got != "" {
+		t.Fatalf("the connection idle longest: closed %v, got %q; want it closed to make room", closed, got)
+	}
+	if got := hits() - before; got != 1 {
+		t.Errorf("authz_bounds_hit_total{bound=connections} rose by %v, want 1", got)
+	}
+	if err := askVerify(kept[1]); err != nil {
+		t.Fatalf("the other kept-alive connection at the cap: %v", err)
+	}
 }
 
 // scriptConn is a connection whose peer sent in and then closed its side;
@@ -539,42 +544,5 @@ func TestStdlibConnStateMakesRoom(t *testing.T) {
 	hs := &http.Server{Handler: f.v, ConnState: f.v.ConnState(2)}
 	go hs.Serve(ln)
 	t.Cleanup(func() { hs.Close() })
-	ask := func(c net.Conn) error {
-		io.WriteString(c, "GET /verify HTTP/1.1\r\nHost: a\r\n\r\n")
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err == nil && resp.StatusCode != 401 {
-			err = fmt.Errorf("status %d", resp.StatusCode)
-		}
-		return err
-	}
-	var kept []net.Conn
-	for range 2 {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if err := ask(c); err != nil {
-			t.Fatal(err)
-		}
-		kept = append(kept, c)
-	}
-	extra, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer extra.Close()
-	if err := ask(extra); err != nil {
-		t.Fatalf("a connection past the cap: %v; want it answered", err)
-	}
-	if closed, got := closedWithin(kept[0], 5*time.Second); !closed || got != "" {
-		t.Fatalf("the connection idle longest: closed %v, got %q; want it closed to make room", closed, got)
-	}
-	if err := ask(kept[1]); err != nil {
-		t.Fatalf("the other kept-alive connection: %v", err)
-	}
-	if got := testutil.ToFloat64(f.v.metrics.bounds.WithLabelValues("connections")); got != 1 {
-		t.Errorf("authz_bounds_hit_total{bound=connections} %v, want 1", got)
-	}
+	makesRoomAtTheCap(t, f, ln.Addr().String())
 }
