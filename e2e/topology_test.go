@@ -250,6 +250,25 @@ func TestClusterSlotMoveTracked(t *testing.T) {
 	c := testenv.StartCluster(t)
 	d := newDeployment(t, c.URL(), c.Client(), 2, "--cache-ttl", "30s")
 	d.trackingWhole()
+	x, key := moveSessionSlot(t, c, d)
+	d.trackingWhole()
+	d.everywhere(x.cookie, 200, "after the move, tracking whole")
+	if err := d.site.rdb.Del(context.Background(), key).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range d.instances {
+		testenv.WaitFor(t, time.Second, "instance "+strconv.Itoa(i)+" to deny a session deleted after its slot moved", func() bool {
+			return d.verify(a, x.cookie) == 401
+		})
+	}
+}
+
+// moveSessionSlot signs bob in and moves his session's slot to another
+// master (IMPORTING, MIGRATING, MIGRATE, SETSLOT NODE) while every instance
+// verifies it: the answer is 200 before, at each step and after. It
+// returns the session and its key.
+func moveSessionSlot(t *testing.T, c *testenv.Cluster, d *deployment) (session, string) {
+	t.Helper()
 	x := d.site.signIn(bob)
 	key := "sess:" + x.sid
 	to := c.Nodes[0]
@@ -264,16 +283,7 @@ func TestClusterSlotMoveTracked(t *testing.T) {
 		t.Fatal("the slot did not move")
 	}
 	d.everywhere(x.cookie, 200, "after the move")
-	d.trackingWhole()
-	d.everywhere(x.cookie, 200, "after the move, tracking whole")
-	if err := d.site.rdb.Del(context.Background(), key).Err(); err != nil {
-		t.Fatal(err)
-	}
-	for i, a := range d.instances {
-		testenv.WaitFor(t, time.Second, "instance "+strconv.Itoa(i)+" to deny a session deleted after its slot moved", func() bool {
-			return d.verify(a, x.cookie) == 401
-		})
-	}
+	return x, key
 }
 
 // result is one request of a load run.
@@ -620,17 +630,7 @@ func TestClusterSlotMove(t *testing.T) {
 	t.Parallel()
 	c := testenv.StartCluster(t)
 	d := newDeployment(t, c.URL(), c.Client(), 2, "--cache-ttl", "1ms", "--negative-cache-ttl", "0")
-	x := d.site.signIn(bob)
-	key := "sess:" + x.sid
-	to := c.Nodes[0]
-	if c.NodeOf(key) == to {
-		to = c.Nodes[1]
-	}
-	d.everywhere(x.cookie, 200, "before the move")
-	c.MoveSlot(key, to, func(step string) {
-		d.everywhere(x.cookie, 200, "while the slot is "+step)
-	})
-	d.everywhere(x.cookie, 200, "after the move")
+	x, _ := moveSessionSlot(t, c, d)
 	if out, err := d.cli("logout", "--session", x.sid); err != nil {
 		t.Fatalf("authz logout after the move: %v\n%s", err, out)
 	}
