@@ -505,14 +505,23 @@ func makesRoomAtTheCap(t *testing.T, f *fixture, addr string) {
 	if err := askVerify(dial()); err != nil {
 		t.Fatalf("a connection past the cap: %v; want it answered", err)
 	}
-	if closed, got := closedWithin(kept[0], 5*time.Second); !closed || got != "" {
-		t.Fatalf("the connection idle longest: closed %v, got %q; want it closed to make room", closed, got)
-	}
 	if got := hits() - before; got != 1 {
 		t.Errorf("authz_bounds_hit_total{bound=connections} rose by %v, want 1", got)
 	}
-	if err := askVerify(kept[1]); err != nil {
-		t.Fatalf("the other kept-alive connection at the cap: %v", err)
+	// One of the idle two made room (which one is a matter of
+	// microseconds: net/http marks a connection idle after its answer is
+	// sent); the other is still served.
+	testenv.WaitFor(t, 5*time.Second, "the connection closed to make room to end", func() bool {
+		return f.v.metrics.conns.Load() == 2
+	})
+	var served int
+	for _, c := range kept {
+		if askVerify(c) == nil {
+			served++
+		}
+	}
+	if served != 1 {
+		t.Fatalf("%d of the two idle connections still served at the cap, want 1", served)
 	}
 }
 
