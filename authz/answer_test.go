@@ -3,8 +3,6 @@ package authz
 import (
 	"bufio"
 	"bytes"
-	"io"
-	"net"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -17,15 +15,8 @@ import (
 // it came over the wire: the status line through the blank line.
 func rawHead(t *testing.T, addr, req string) []byte {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := send(t, addr, req)
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c, req); err != nil {
-		t.Fatal(err)
-	}
 	br := bufio.NewReaderSize(c, 64<<10)
 	var head []byte
 	for !bytes.HasSuffix(head, []byte("\r\n\r\n")) {

@@ -61,19 +61,28 @@ func serveOn(t *testing.T, f *fixture, ln net.Listener, opts ...func(*Server)) s
 	return ln.Addr().String()
 }
 
-// exchange writes raw to a fresh connection and reads every response
-// until the server closes it or n responses came.
-func exchange(t *testing.T, addr, raw string, n int) ([]*http.Response, bool) {
+// send writes raw to a fresh connection to addr, which has 5 s for the
+// whole exchange and is closed when the test ends.
+func send(t *testing.T, addr, raw string) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.WriteString(c, raw); err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+// exchange writes raw to a fresh connection and reads every response
+// until the server closes it or n responses came.
+func exchange(t *testing.T, addr, raw string, n int) ([]*http.Response, bool) {
+	t.Helper()
+	c := send(t, addr, raw)
+	defer c.Close()
 	br := bufio.NewReader(c)
 	var out []*http.Response
 	for len(out) < n {
@@ -88,7 +97,7 @@ func exchange(t *testing.T, addr, raw string, n int) ([]*http.Response, bool) {
 	}
 	// Closed after the last answer?
 	c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-	_, err = br.ReadByte()
+	_, err := br.ReadByte()
 	// EOF, or a reset when the server closed with our unread bytes queued.
 	var ne net.Error
 	closed := err != nil && !(errors.As(err, &ne) && ne.Timeout())
