@@ -335,6 +335,10 @@ func (sc *serverConn) serve() {
 		idle := sc.br.Buffered() == 0
 		if idle || n%64 == 0 {
 			now := time.Now()
+			// It begins to wait for its next request (or, pipelining, is
+			// still busy): the clock read the deadlines need anyway dates
+			// it for MaxConns, which closes the longest waiting first.
+			sc.since.Store(now.UnixNano())
 			if now.After(wdeadline.Add(-s.WriteTimeout / 2)) {
 				wdeadline = now.Add(s.WriteTimeout)
 				sc.c.SetWriteDeadline(wdeadline)
@@ -400,7 +404,6 @@ func (sc *serverConn) serve() {
 		if !sc.served.Load() {
 			sc.served.Store(true)
 		}
-		sc.since.Store(time.Now().UnixNano())
 		sc.busy.Store(false)
 	}
 }
