@@ -141,10 +141,11 @@ func TestSentinelVerifyAndLogout(t *testing.T) {
 	}
 
 	// The same through the flags rather than the URL, and session show.
-	out, err := exec.Command(testenv.BuildAuthz(t), "session", "show", d.site.signIn(bob).sid,
+	// "--" ends the flags: a session id may begin with "-".
+	out, err := exec.Command(testenv.BuildAuthz(t), "session", "show",
 		"--redis-sentinel-master", testenv.SentinelMaster,
 		"--redis-sentinel-addrs", strings.Join(s.Addrs, ","),
-		"--redis-url", "redis://ignored/0").CombinedOutput()
+		"--redis-url", "redis://ignored/0", "--", d.site.signIn(bob).sid).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "user     bob") {
 		t.Errorf("authz session show with --redis-sentinel-*: %v\n%s", err, out)
 	}
@@ -180,8 +181,8 @@ func TestClusterVerifyAndLogout(t *testing.T) {
 	// alice's sessions spread over the masters; --user walks them all.
 	logoutStory(t, d)
 
-	out, err := exec.Command(testenv.BuildAuthz(t), "session", "show", d.site.signIn(bob).sid,
-		"--redis-cluster-addrs", c.Nodes[1].Addr).CombinedOutput()
+	out, err := exec.Command(testenv.BuildAuthz(t), "session", "show",
+		"--redis-cluster-addrs", c.Nodes[1].Addr, "--", d.site.signIn(bob).sid).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "user     bob") {
 		t.Errorf("authz session show with --redis-cluster-addrs: %v\n%s", err, out)
 	}

@@ -21,7 +21,8 @@ func newSession() *cobra.Command {
 		Short: "Show what authz sees in a session: identity, roles, TTL",
 		Long: "Show what authz sees in a session: its identity, roles and remaining TTL, as\n" +
 			"authz would decide it (a cookie value needs --session-secret). Exits 1 when the\n" +
-			"session does not exist, was revoked, or cannot be read.",
+			"session does not exist, was revoked, or cannot be read. An id that begins\n" +
+			"with \"-\" goes after \"--\": authz session show -- -abc",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := applyEnv(cmd.Flags()); err != nil {
