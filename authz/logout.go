@@ -67,25 +67,28 @@ func (v *Verifier) LogoutHandler(pub Publisher, cfg LogoutConfig) http.Handler {
 		}
 		everywhere := r.URL.Query().Get("everywhere")
 		ctx := r.Context()
-		if value, ok := findCookie(r.Header["Cookie"], t.codec.name); ok {
-			sg := t.codec.get()
-			sid, reason := t.codec.unsign(sg, value)
-			id := string(sid)
-			t.codec.put(sg)
-			if reason == "" {
-				if err := v.logout(ctx, pub, t, id, everywhere == "1" || everywhere == "true"); err != nil {
-					v.log.Warn("logout failed", "session", shortHash(id), "err", err)
-					w.Header().Set("Retry-After", "1")
-					http.Error(w, "logout failed: session store unavailable, please retry", http.StatusServiceUnavailable)
-					return
-				}
+		if id, raw, reason := v.requestSession(t, r.Header["Cookie"]); reason == "" {
+			all := everywhere == "1" || everywhere == "true"
+			var err error
+			if raw != "" {
+				err = v.logoutCookie(ctx, pub, t, id, raw, all)
+			} else {
+				err = v.logout(ctx, pub, t, id, all)
+			}
+			if err != nil {
+				v.log.Warn("logout failed", "session", shortHash(id), "err", err)
+				w.Header().Set("Retry-After", "1")
+				http.Error(w, "logout failed: session store unavailable, please retry", http.StatusServiceUnavailable)
+				return
 			}
 		}
-		http.SetCookie(w, &http.Cookie{
-			Name: t.codec.name, Value: "", Path: cfg.CookiePath, Domain: cfg.CookieDomain,
-			Expires: time.Unix(0, 0), MaxAge: -1, HttpOnly: true, Secure: cfg.Secure,
-			SameSite: http.SameSiteLaxMode,
-		})
+		for _, name := range t.clearCookies() {
+			http.SetCookie(w, &http.Cookie{
+				Name: name, Value: "", Path: cfg.CookiePath, Domain: cfg.CookieDomain,
+				Expires: time.Unix(0, 0), MaxAge: -1, HttpOnly: true, Secure: cfg.Secure,
+				SameSite: http.SameSiteLaxMode,
+			})
+		}
 		if wantsJSON(r) {
 			w.WriteHeader(http.StatusNoContent)
 			return
@@ -122,6 +125,30 @@ func (v *Verifier) logout(ctx context.Context, pub Publisher, t *tenant, sid str
 	v.Invalidate(sid)
 	_, err := pub.Publish(ctx, logout.Event{Kind: logout.KindSession, Session: sid, Tenant: t.name, Origin: "authz-endpoint"})
 	v.log.LogAttrs(ctx, slog.LevelDebug, "session logged out", slog.String("session", shortHash(sid)))
+	return err
+}
+
+// logoutCookie is logout for a cookie that carries its session: a deny
+// entry for it and, with everywhere, the user's revision moved on.
+func (v *Verifier) logoutCookie(ctx context.Context, pub Publisher, t *tenant, id, raw string, everywhere bool) error {
+	cf, s, err := v.openCookie(t, raw)
+	if err != nil {
+		return nil // expired, tampered or anonymous: nothing to end
+	}
+	if err := v.deny(ctx, t, id, s); err != nil {
+		return err
+	}
+	v.Invalidate(id)
+	if everywhere && s.User != "" && cf.revisionPath != nil {
+		if _, err := v.BumpRevision(ctx, t.name, s.User); err != nil {
+			return err
+		}
+		v.InvalidateUser(t.name, s.User)
+		_, err := pub.Publish(ctx, logout.Event{Kind: logout.KindUser, User: s.User, Tenant: t.name, Origin: "authz-endpoint"})
+		v.log.Info("user logged out everywhere", "tenant", t.name, "revision", true)
+		return err
+	}
+	_, err = pub.Publish(ctx, logout.Event{Kind: logout.KindSession, Session: id, Tenant: t.name, Origin: "authz-endpoint"})
 	return err
 }
 

@@ -21,9 +21,12 @@ const (
 	ReasonInvalidSession   Reason = "invalid_session"    // 401
 	ReasonSessionTooLarge  Reason = "session_too_large"  // 401
 	ReasonRevoked          Reason = "revoked"            // 401
-	ReasonBadToken         Reason = "bad_token"          // 401
-	ReasonTokenNotFound    Reason = "token_not_found"    // 401
-	ReasonInvalidToken     Reason = "invalid_token"      // 401
+	// ReasonStaleRevision: the session's revision (--revision-path) is
+	// not its user's current one: a user-wide logout moved it on.
+	ReasonStaleRevision Reason = "stale_revision"  // 401
+	ReasonBadToken      Reason = "bad_token"       // 401
+	ReasonTokenNotFound Reason = "token_not_found" // 401
+	ReasonInvalidToken  Reason = "invalid_token"   // 401
 
 	ReasonUserNotAllowed Reason = "user_not_allowed" // 403
 	ReasonRoleNotAllowed Reason = "role_not_allowed" // 403
@@ -40,7 +43,7 @@ const (
 var allReasons = []Reason{
 	ReasonOK, ReasonNoCookie, ReasonCookieTooLarge, ReasonMalformedCookie,
 	ReasonBadSignature, ReasonInvalidSessionID, ReasonNotFound, ReasonAnonymous,
-	ReasonExpired, ReasonInvalidSession, ReasonSessionTooLarge, ReasonRevoked,
+	ReasonExpired, ReasonInvalidSession, ReasonSessionTooLarge, ReasonRevoked, ReasonStaleRevision,
 	ReasonBadToken, ReasonTokenNotFound, ReasonInvalidToken,
 	ReasonUserNotAllowed, ReasonRoleNotAllowed, ReasonUnknownHost, ReasonNoAccessToken, ReasonStoreUnavailable, ReasonBadRule,
 }

@@ -43,18 +43,17 @@ func (v *Verifier) endedAgain(err error) {
 // value, raw or percent-encoded) into a session id. A cookie value must be
 // signed by one of the tenant's secrets. tenant is "" without a tenant file.
 func (v *Verifier) ParseSessionRef(tenant, ref string) (string, error) {
-	if len(ref) > 2 && (ref[:2] == "s:" || len(ref) > 4 && (ref[:4] == "s%3A" || ref[:4] == "s%3a")) {
-		t, err := v.tenant(tenant)
-		if err != nil {
-			return "", err
-		}
-		sg := t.codec.get()
-		defer t.codec.put(sg)
-		sid, reason := t.codec.unsign(sg, ref)
+	t, err := v.tenant(tenant)
+	if err != nil {
+		return "", err
+	}
+	if f := t.format.format(); f == FormatExpressSession && len(ref) > 2 && (ref[:2] == "s:" || len(ref) > 4 && (ref[:4] == "s%3A" || ref[:4] == "s%3a")) ||
+		f == FormatFastifySession && strings.Contains(ref, ".") {
+		sid, _, reason := v.requestSession(t, []string{t.cookieName() + "=" + ref})
 		if reason != "" {
 			return "", fmt.Errorf("cookie value: %s", reason)
 		}
-		return string(sid), nil
+		return sid, nil
 	}
 	if !validSID([]byte(ref)) {
 		return "", fmt.Errorf("%q is neither a session id ([A-Za-z0-9_-], %d-%d characters) nor a signed cookie value (s:…)", ref, minSIDLen, maxSIDLen)

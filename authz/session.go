@@ -34,6 +34,9 @@ type Session struct {
 	// like an identity header value. Unexported, so no log line or %v of a
 	// Session can show it; only a location with access_token= gets it.
 	accessToken string
+	// revision is the session's revision (--revision-path), for formats
+	// whose cookie carries the session.
+	revision int64
 }
 
 // Header is one identity header sent back to Nginx. Value is a one-element

@@ -19,16 +19,25 @@ type Tenant struct {
 	// KeyPrefix is where the tenant's sessions live in Redis. Prefixes of
 	// two tenants may not overlap: a user-wide logout scans its tenant's
 	// prefix and must never see another tenant's sessions.
-	KeyPrefix  string
+	KeyPrefix string
+	// Format is how the tenant's sessions are carried; empty: the
+	// Config's. A tenant of a format of its own without a CookieName gets
+	// that format's default name.
+	Format     Format
 	CookieName string
 	// Secrets verify the tenant's cookies. Tenants may share them (one
 	// express-session secret for every customer is common): what keeps
 	// tenants apart is the key prefix, since a cookie's session id is only
 	// ever looked up under the tenant its host picked. Secrets of their own
 	// add a second wall (docs/tenants.md says what each choice guarantees).
-	Secrets    []string
-	UserPaths  [][]string
-	RolesPaths [][]string
+	Secrets []string
+	// EncryptionKey, SignatureKey, EncryptionAlgorithm, SignatureAlgorithm
+	// and RevisionPath are as in Config; unset, the Config's.
+	EncryptionKey, SignatureKey             []byte
+	EncryptionAlgorithm, SignatureAlgorithm string
+	RevisionPath                            []string
+	UserPaths                               [][]string
+	RolesPaths                              [][]string
 	// AccessTokenPaths locate the access token locations may relay
 	// (access_token= in the verify URL).
 	AccessTokenPaths [][]string
@@ -45,11 +54,14 @@ type tenant struct {
 	// id is unique per Verifier and per build, so a cache entry or a
 	// Redis read started under a tenant's old definition is never used
 	// for its new one after a reload.
-	id       string
-	codec    *cookieCodec
+	id string
+	// format reads the tenant's cookies and says how their sessions load.
+	format   sessionFormat
 	decoder  decoder
 	store    store
 	loginURL string
+	// revisionPrefix holds users' current revisions (revisionKey).
+	revisionPrefix string
 	// tokenPrefix holds the tenant's API tokens: TokenPrefix, plus the
 	// tenant's name and ":" when there are tenants.
 	tokenPrefix string
@@ -163,10 +175,32 @@ func (v *Verifier) buildTenant(t Tenant) (*tenant, error) {
 		t.KeyPrefix = cfg.KeyPrefix
 	}
 	if t.CookieName == "" {
-		t.CookieName = cfg.CookieName
+		if t.Format != "" && t.Format != cfg.Format {
+			t.CookieName = t.Format.DefaultCookieName()
+		} else {
+			t.CookieName = cfg.CookieName
+		}
+	}
+	if t.Format == "" {
+		t.Format = cfg.Format
 	}
 	if t.Secrets == nil {
 		t.Secrets = cfg.Secrets
+	}
+	if t.EncryptionKey == nil {
+		t.EncryptionKey = cfg.EncryptionKey
+	}
+	if t.SignatureKey == nil {
+		t.SignatureKey = cfg.SignatureKey
+	}
+	if t.EncryptionAlgorithm == "" {
+		t.EncryptionAlgorithm = cfg.EncryptionAlgorithm
+	}
+	if t.SignatureAlgorithm == "" {
+		t.SignatureAlgorithm = cfg.SignatureAlgorithm
+	}
+	if t.RevisionPath == nil {
+		t.RevisionPath = cfg.RevisionPath
 	}
 	if t.UserPaths == nil {
 		t.UserPaths = cfg.UserPaths
@@ -183,8 +217,11 @@ func (v *Verifier) buildTenant(t Tenant) (*tenant, error) {
 	if t.LoginURL == "" {
 		t.LoginURL = cfg.LoginURL
 	}
-	if len(t.Secrets) == 0 {
+	if len(t.Secrets) == 0 && !(t.Format == FormatClientSessions && len(t.EncryptionKey) > 0 && len(t.SignatureKey) > 0) {
 		return nil, errors.New("no session secret: set at least one")
+	}
+	if t.RevisionPath != nil && t.Format.Stored() {
+		return nil, fmt.Errorf("a revision path is for formats whose cookie carries the session; %s sessions end when their key in Redis does", t.Format)
 	}
 	c := cfg
 	c.CookieName, c.Secrets, c.LoginURL = t.CookieName, t.Secrets, t.LoginURL
@@ -203,10 +240,14 @@ func (v *Verifier) buildTenant(t Tenant) (*tenant, error) {
 			return nil, fmt.Errorf("header %q is not a valid header name", h.Header)
 		}
 	}
+	format, err := newFormat(t, &cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", t.Format, err)
+	}
 	return &tenant{
-		name:  t.Name,
-		id:    strconv.FormatUint(v.tenantSeq.Add(1), 36),
-		codec: newCookieCodec(t.CookieName, t.Secrets, cfg.MaxCookieBytes),
+		name:   t.Name,
+		id:     strconv.FormatUint(v.tenantSeq.Add(1), 36),
+		format: format,
 		decoder: decoder{
 			userPaths:        t.UserPaths,
 			rolesPaths:       t.RolesPaths,
@@ -222,8 +263,9 @@ func (v *Verifier) buildTenant(t Tenant) (*tenant, error) {
 		store: store{rdb: v.rdb, prefix: t.KeyPrefix, timeout: cfg.RedisTimeout,
 			maxBytes: cfg.MaxSessionBytes, revokedPrefix: cfg.RevokedPrefix,
 			storeTTL: cfg.StoreTTL, onEndAgain: v.endedAgain},
-		loginURL:    t.LoginURL,
-		tokenPrefix: tokenPrefix,
+		loginURL:       t.LoginURL,
+		revisionPrefix: cfg.RevisionPrefix,
+		tokenPrefix:    tokenPrefix,
 	}, nil
 }
 
@@ -389,6 +431,11 @@ func (v *Verifier) KeyPrefixes() []string {
 	var out []string
 	for _, t := range v.tenants.Load().list {
 		out = append(out, t.store.prefix)
+		if !t.format.format().Stored() {
+			// What ends a cookie that carries its session: a user's
+			// revision, a deny entry.
+			out = append(out, t.revisionKey(""), t.store.revokedKey(""))
+		}
 		if v.cfg.BearerTokens {
 			out = append(out, t.tokenPrefix)
 		}

@@ -2,6 +2,7 @@ package authz
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -45,6 +46,14 @@ type tenantFields struct {
 	AccessTokenPaths []string          `yaml:"access_token_paths"`
 	Headers          map[string]string `yaml:"headers"`
 	LoginURL         string            `yaml:"login_url"`
+	// Format and the fields after it: like --session-format and the
+	// flags of docs/formats.md.
+	Format              string `yaml:"format"`
+	EncryptionKeyFile   string `yaml:"encryption_key_file"`
+	SignatureKeyFile    string `yaml:"signature_key_file"`
+	EncryptionAlgorithm string `yaml:"encryption_algorithm"`
+	SignatureAlgorithm  string `yaml:"signature_algorithm"`
+	RevisionPath        string `yaml:"revision_path"`
 }
 
 type tenantDoc struct {
@@ -135,6 +144,27 @@ func (d *tenantDoc) fill(t *Tenant, def *tenantFields) error {
 		}
 		t.KeyPrefix = p
 	}
+	if f := pick(d.Format, def.Format); f != "" {
+		format, err := ParseFormat(f)
+		if err != nil {
+			return fmt.Errorf("format: %w", err)
+		}
+		t.Format = format
+	}
+	var err error
+	if t.EncryptionKey, err = ReadKey("", pick(d.EncryptionKeyFile, def.EncryptionKeyFile)); err != nil {
+		return fmt.Errorf("encryption_key_file: %w", err)
+	}
+	if t.SignatureKey, err = ReadKey("", pick(d.SignatureKeyFile, def.SignatureKeyFile)); err != nil {
+		return fmt.Errorf("signature_key_file: %w", err)
+	}
+	t.EncryptionAlgorithm = pick(d.EncryptionAlgorithm, def.EncryptionAlgorithm)
+	t.SignatureAlgorithm = pick(d.SignatureAlgorithm, def.SignatureAlgorithm)
+	if p := pick(d.RevisionPath, def.RevisionPath); p != "" {
+		if t.RevisionPath, err = ParsePath(p); err != nil {
+			return fmt.Errorf("revision_path: %w", err)
+		}
+	}
 	t.CookieName = pick(d.CookieName, def.CookieName)
 	t.LoginURL = pick(d.LoginURL, def.LoginURL)
 	secrets, file := d.Secrets, d.SecretsFile
@@ -152,7 +182,6 @@ func (d *tenantDoc) fill(t *Tenant, def *tenantFields) error {
 	if len(t.Secrets) == 0 {
 		t.Secrets = nil // the Config's
 	}
-	var err error
 	if t.UserPaths, err = paths("user_paths", d.UserPaths, def.UserPaths); err != nil {
 		return err
 	}
@@ -290,6 +319,32 @@ func ReadSecretsFile(path string) ([]string, error) {
 		return nil, fmt.Errorf("%s holds no secret", path)
 	}
 	return out, nil
+}
+
+// ReadKey decodes a key given in base64 (standard or URL alphabet,
+// padded or not), from value or else from the file at path, as
+// client-sessions' encryptionKey and signatureKey are usually kept. Both
+// empty is no key.
+func ReadKey(value, path string) ([]byte, error) {
+	if value == "" && path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		if value = strings.TrimSpace(string(b)); value == "" {
+			return nil, fmt.Errorf("%s holds no key", path)
+		}
+	}
+	if value == "" {
+		return nil, nil
+	}
+	s := strings.TrimRight(value, "=")
+	for _, enc := range []*base64.Encoding{base64.RawStdEncoding, base64.RawURLEncoding} {
+		if k, err := enc.DecodeString(s); err == nil {
+			return k, nil
+		}
+	}
+	return nil, errors.New("not base64")
 }
 
 // ReloadTenants loads the tenant file at path and swaps it in. On any error

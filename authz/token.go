@@ -127,7 +127,7 @@ func (v *Verifier) decideBearer(ctx context.Context, t *tenant, auth string, rul
 	}
 	var key [tokenKeyLen]byte
 	tokenKey(&key, tok)
-	e := v.lookup(ctx, t, key[:], tokenKind, now.UnixNano())
+	e := v.lookup(ctx, t, key[:], "", tokenKind, now.UnixNano())
 	if e == nil {
 		return ReasonStoreUnavailable, nil
 	}
@@ -146,7 +146,7 @@ func (v *Verifier) decideBearer(ctx context.Context, t *tenant, auth string, rul
 // hash; a document that names nobody, or is too large, is invalid_token.
 var tokenKind = &entryKind{
 	label: "token", doc: "token document",
-	read: func(v *Verifier, ctx context.Context, t *tenant, key string) ([]byte, time.Duration, error) {
+	read: func(v *Verifier, ctx context.Context, t *tenant, key string, _ *Session) ([]byte, time.Duration, error) {
 		return v.readToken(ctx, t, key[1:])
 	},
 	prefix:   func(t *tenant) string { return t.tokenPrefix },
@@ -154,8 +154,8 @@ var tokenKind = &entryKind{
 	notFound: ReasonTokenNotFound, tooLarge: ReasonInvalidToken,
 	invalid: ReasonInvalidToken, anonymous: ReasonInvalidToken,
 	noUser: errNoTokenUser,
-	decode: (*decoder).decode,
-	redisKeys: func(t *tenant, key string) []string {
+	decode: func(d *decoder, data []byte, _ time.Time) (*Session, error) { return d.decode(data) },
+	redisKeys: func(t *tenant, key string, _ *Session) []string {
 		return []string{t.tokenPrefix + key[1:]}
 	},
 }

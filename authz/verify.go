@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,11 +25,34 @@ import (
 // Config is everything a Verifier needs to know besides its Redis client.
 // The zero value of a field means its documented default.
 type Config struct {
-	// CookieName is the session cookie express-session sets (default "connect.sid").
+	// Format is how sessions are carried (default FormatExpressSession);
+	// tenants may each have their own.
+	Format Format
+	// CookieName is the session cookie (default: the format's, "connect.sid"
+	// for express-session).
 	CookieName string
 	// Secrets verify cookie signatures; the first is the one apps sign with,
-	// all of them verify, so a secret can be rotated. At least one is required.
+	// all of them verify, so a secret can be rotated. At least one is
+	// required, but for client-sessions given both keys below. For
+	// client-sessions it is the one secret both keys derive from; for
+	// cookie-session, keygrip's key list.
 	Secrets []string
+	// EncryptionKey and SignatureKey are client-sessions' explicit keys,
+	// each overriding the one derived from the secret.
+	EncryptionKey, SignatureKey []byte
+	// EncryptionAlgorithm is client-sessions' (aes256, the default, aes192
+	// or aes128); SignatureAlgorithm the format's MAC (client-sessions:
+	// sha256 by default; cookie-session: keygrip's sha1; fastify-session:
+	// sha256).
+	EncryptionAlgorithm, SignatureAlgorithm string
+	// RevisionPath locates the session's revision in a cookie that carries
+	// its session; a cookie whose revision is not its user's current one,
+	// at RevisionPrefix + user, is refused (stale_revision). Nil: no
+	// revision check.
+	RevisionPath []string
+	// RevisionPrefix is where users' current revisions live (default
+	// "authz:rev:"; with tenants, RevisionPrefix + tenant + ":" + user).
+	RevisionPrefix string
 	// KeyPrefix is connect-redis's prefix (default "sess:").
 	KeyPrefix string
 	// RevokedPrefix names the markers logouts leave so a session an app
@@ -150,7 +174,11 @@ func (c *Config) setDefaults() {
 			*d = v
 		}
 	}
-	def(&c.CookieName, "connect.sid")
+	if c.Format == "" {
+		c.Format = FormatExpressSession
+	}
+	def(&c.CookieName, c.Format.DefaultCookieName())
+	def(&c.RevisionPrefix, "authz:rev:")
 	def(&c.KeyPrefix, "sess:")
 	def(&c.RevokedPrefix, "authz:revoked:")
 	def(&c.TokenPrefix, TokenPrefixDefault)
@@ -242,6 +270,8 @@ type Verifier struct {
 	breakers *breakers
 	// staleGuard vouches for StaleIfError (see stale).
 	staleGuard atomic.Pointer[func(prefix string) bool]
+	// scratch pools the buffers a request reads its cookie with.
+	scratch sync.Pool
 	// pending counts distinct Redis reads in flight (MaxPendingLoads).
 	pending atomic.Int64
 	// userWalks shares and bounds user-wide logouts (logout.go).
@@ -265,6 +295,7 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, log *
 		log:      log,
 		touches:  make(chan struct{}, 64),
 	}
+	v.scratch.New = func() any { return &scratch{buf: make([]byte, 0, cfg.MaxCookieBytes)} }
 	m, err := newMetrics(reg, v.cache, rdb, v.breakers, cfg.Now)
 	if err != nil {
 		return nil, err
@@ -507,18 +538,16 @@ func (v *Verifier) decide(ctx context.Context, t *tenant, rules *Rules, q *Query
 	if v.cfg.BearerTokens && isBearer(q.Authorization) {
 		return v.decideBearer(ctx, t, q.Authorization, rules, now)
 	}
-	value, ok := findCookie(q.Cookies, t.codec.name)
-	if !ok {
-		return ReasonNoCookie, nil
-	}
-	sg := t.codec.get()
-	defer t.codec.put(sg)
-	sid, reason := t.codec.unsign(sg, value)
+	sc := v.scratch.Get().(*scratch)
+	defer v.scratch.Put(sc)
+	defer sc.release()
+	key, raw, reason := t.format.cookie(sc, q.Cookies)
 	if reason != "" {
 		return reason, nil
 	}
+	k := t.format.kind()
 	nowNano := now.UnixNano()
-	e := v.lookup(ctx, t, sid, sessionKind, nowNano)
+	e := v.lookup(ctx, t, key, raw, k, nowNano)
 	if e == nil {
 		return ReasonStoreUnavailable, nil
 	}
@@ -526,7 +555,7 @@ func (v *Verifier) decide(ctx context.Context, t *tenant, rules *Rules, q *Query
 		return e.reason, nil
 	}
 	s := e.sess
-	if v.cfg.EnforceExpires && !s.Expires.IsZero() && !now.Before(s.Expires) {
+	if (k.hardExpires || v.cfg.EnforceExpires) && !s.Expires.IsZero() && !now.Before(s.Expires) {
 		return ReasonExpired, nil
 	}
 	if rules != nil {
@@ -534,19 +563,27 @@ func (v *Verifier) decide(ctx context.Context, t *tenant, rules *Rules, q *Query
 			return reason, s
 		}
 	}
-	v.maybeTouch(t, sid, e, s, nowNano)
+	if k.touch {
+		v.maybeTouch(t, key, e, s, nowNano)
+	}
 	return ReasonOK, s
 }
 
-// entryKind is what differs between the two things the cache holds,
-// sessions and API tokens. Looking them up, sharing a Redis read, the
-// circuit, the caps, negative entries and stale allows are the same.
+// entryKind is what differs between the things the cache holds: the
+// sessions of each format and API tokens. Looking them up, sharing a Redis
+// read, the circuit, the caps, negative entries and stale allows are the
+// same.
 type entryKind struct {
 	// label names the kind and its ids in log lines; doc names a stored
 	// value of the kind.
 	label, doc string
-	// read fetches the stored JSON for key and its Redis key's TTL.
-	read func(v *Verifier, ctx context.Context, t *tenant, key string) ([]byte, time.Duration, error)
+	// open, for a session its cookie carries, decodes the cookie's raw
+	// value before Redis is asked anything: a cookie that fails its MAC
+	// or has expired never costs a Redis read.
+	open func(t *tenant, raw string, now time.Time) (*Session, error)
+	// read fetches what Redis holds for key: the stored JSON and its
+	// key's TTL, or for an opened session, only whether it is over.
+	read func(v *Verifier, ctx context.Context, t *tenant, key string, opened *Session) ([]byte, time.Duration, error)
 	// prefix is the tenant's Redis prefix of the kind, for stale allows.
 	prefix func(t *tenant) string
 	// logID names key in a log line without revealing it.
@@ -557,26 +594,30 @@ type entryKind struct {
 	// line (a token must name someone; a session may be anonymous).
 	noUser error
 	// expires: with EnforceExpires, cookie.expires bounds the entry.
-	expires bool
+	// hardExpires: the session's expiry bounds it whatever EnforceExpires
+	// says, as the format's library checks it on every request.
+	expires, hardExpires bool
+	// touch slides the stored session's TTL (express-session's touch).
+	touch bool
 	// decode reads a stored value of the kind.
-	decode func(d *decoder, data []byte) (*Session, error)
+	decode func(d *decoder, data []byte, now time.Time) (*Session, error)
 	// redisKeys are the (one or two) Redis keys read reads for key, whose
 	// masters' breakers it answers to.
-	redisKeys func(t *tenant, key string) []string
+	redisKeys func(t *tenant, key string, opened *Session) []string
 }
 
 var sessionKind = &entryKind{
 	label: "session", doc: "session",
-	read: func(_ *Verifier, ctx context.Context, t *tenant, sid string) ([]byte, time.Duration, error) {
+	read: func(_ *Verifier, ctx context.Context, t *tenant, sid string, _ *Session) ([]byte, time.Duration, error) {
 		return t.store.load(ctx, sid)
 	},
 	prefix:   func(t *tenant) string { return t.store.prefix },
 	logID:    shortHash,
 	notFound: ReasonNotFound, tooLarge: ReasonSessionTooLarge,
 	invalid: ReasonInvalidSession, anonymous: ReasonAnonymous,
-	expires: true,
-	decode:  (*decoder).decodeSession,
-	redisKeys: func(t *tenant, sid string) []string {
+	expires: true, touch: true,
+	decode: func(d *decoder, data []byte, _ time.Time) (*Session, error) { return d.decodeSession(data) },
+	redisKeys: func(t *tenant, sid string, _ *Session) []string {
 		return []string{t.store.prefix + sid, t.store.revokedKey(sid)}
 	},
 }
@@ -584,7 +625,8 @@ var sessionKind = &entryKind{
 // lookup returns the entry for key (a session id, or a token's cache key)
 // in tenant t: from the cache, else from Redis, else, when Redis fails, a
 // stale one if StaleIfError allows it. nil means the store is unavailable.
-func (v *Verifier) lookup(ctx context.Context, t *tenant, key []byte, k *entryKind, now int64) *entry {
+// raw is what k.open decodes for a session its cookie carries.
+func (v *Verifier) lookup(ctx context.Context, t *tenant, key []byte, raw string, k *entryKind, now int64) *entry {
 	var e *entry
 	if !v.bypass.Load() {
 		// The same id under another tenant is another session.
@@ -597,9 +639,9 @@ func (v *Verifier) lookup(ctx context.Context, t *tenant, key []byte, k *entryKi
 		return e
 	}
 	v.metrics.cacheMisses.Inc()
-	e, err := v.load(ctx, t, key, k)
+	e, err := v.load(ctx, t, key, raw, k)
 	if err != nil {
-		return v.stale(t, k.prefix(t), key, now)
+		return v.stale(t, k, key, now)
 	}
 	return e
 }
@@ -609,11 +651,11 @@ func (v *Verifier) lookup(ctx context.Context, t *tenant, key []byte, k *entryKi
 // arrives after a logout never joins a read that started before it.
 // The tenant's id is in it too: the same session id under two tenants is
 // two sessions.
-func (v *Verifier) load(ctx context.Context, t *tenant, key []byte, k *entryKind) (*entry, error) {
+func (v *Verifier) load(ctx context.Context, t *tenant, key []byte, raw string, k *entryKind) (*entry, error) {
 	gen := v.cache.gen(key)
 	flight := strconv.FormatUint(gen, 36) + ":" + t.id + ":" + string(key)
 	res, err, _ := v.flight.Do(flight, func() (any, error) {
-		return v.fetch(context.WithoutCancel(ctx), t, flight[len(flight)-len(key):], k, gen)
+		return v.fetch(context.WithoutCancel(ctx), t, flight[len(flight)-len(key):], raw, k, gen)
 	})
 	if err != nil {
 		return nil, err
@@ -621,7 +663,32 @@ func (v *Verifier) load(ctx context.Context, t *tenant, key []byte, k *entryKind
 	return res.(*entry), nil
 }
 
-func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKind, gen uint64) (*entry, error) {
+func (v *Verifier) fetch(ctx context.Context, t *tenant, key, raw string, k *entryKind, gen uint64) (*entry, error) {
+	negative := func(r Reason, now int64) (*entry, error) {
+		e := &entry{tenant: t, reason: r, until: now + int64(v.cfg.NegativeCacheTTL)}
+		if v.cfg.NegativeCacheTTL > 0 {
+			v.put(key, e, gen, now)
+		}
+		return e, nil
+	}
+	// A session its cookie carries is decoded first: what is wrong with
+	// the cookie itself is known without Redis.
+	var opened *Session
+	if k.open != nil {
+		start := v.cfg.Now()
+		s, err := k.open(t, raw, start)
+		var re *reasonError
+		switch {
+		case errors.As(err, &re):
+			return negative(re.r, start.UnixNano())
+		case err != nil:
+			v.log.Warn("unreadable "+k.doc, "tenant", t.name, k.label, k.logID(key), "err", err)
+			return negative(k.invalid, start.UnixNano())
+		case s.User == "":
+			return negative(k.anonymous, start.UnixNano())
+		}
+		opened = s
+	}
 	// The breakers of the masters the read touches: on a cluster, each
 	// of its keys' (the session's and its marker's may be on two); else
 	// the one.
@@ -631,7 +698,7 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKin
 	if v.breakers.cluster == nil {
 		bs[0] = &v.breakers.one
 	} else {
-		rkeys = k.redisKeys(t, key)
+		rkeys = k.redisKeys(t, key, opened)
 		n = len(rkeys)
 		for i, rk := range rkeys {
 			bs[i] = v.breakers.forKey(ctx, rk)
@@ -646,8 +713,9 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKin
 		return nil, errOverloaded
 	}
 	defer v.pending.Add(-1)
-	data, ttl, err := k.read(v, ctx, t, key)
-	now := v.cfg.Now().UnixNano()
+	data, ttl, err := k.read(v, ctx, t, key, opened)
+	nowT := v.cfg.Now()
+	now := nowT.UnixNano()
 	switch {
 	case errors.Is(err, logout.ErrNotTracked):
 		// Redis answered, from a server the logout subscription is
@@ -672,39 +740,40 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKin
 			b.success()
 		}
 	}
-	negative := func(r Reason) (*entry, error) {
-		e := &entry{tenant: t, reason: r, until: now + int64(v.cfg.NegativeCacheTTL)}
-		if v.cfg.NegativeCacheTTL > 0 {
-			v.put(key, e, gen, now)
-		}
-		return e, nil
-	}
 	switch {
 	case errors.Is(err, errNotFound):
-		return negative(k.notFound)
+		return negative(k.notFound, now)
 	case errors.Is(err, errRevoked):
-		return negative(ReasonRevoked)
+		return negative(ReasonRevoked, now)
+	case errors.Is(err, errStaleRevision):
+		return negative(ReasonStaleRevision, now)
 	case errors.Is(err, errTooLarge):
 		v.log.Warn(k.doc+" over the size cap", "err", err)
-		return negative(k.tooLarge)
+		return negative(k.tooLarge, now)
 	case errors.Is(err, errWrongType):
 		v.log.Warn("unreadable "+k.doc, "tenant", t.name, k.label, k.logID(key), "err", err)
-		return negative(k.invalid)
+		return negative(k.invalid, now)
 	case err != nil:
 		v.metrics.redisErrors.WithLabelValues("load").Inc()
 		v.log.Warn(k.label+" store unavailable", "err", err)
 		return nil, err
 	}
-	s, err := k.decode(&t.decoder, data)
-	if err == nil && s.User == "" && k.noUser != nil {
-		err = k.noUser
-	}
-	if err != nil {
-		v.log.Warn("unreadable "+k.doc, "tenant", t.name, k.label, k.logID(key), "err", err)
-		return negative(k.invalid)
-	}
-	if s.User == "" {
-		return negative(k.anonymous)
+	s := opened
+	if s == nil {
+		s, err = k.decode(&t.decoder, data, nowT)
+		if err == nil && s.User == "" && k.noUser != nil {
+			err = k.noUser
+		}
+		if errors.Is(err, errExpired) {
+			return negative(ReasonExpired, now)
+		}
+		if err != nil {
+			v.log.Warn("unreadable "+k.doc, "tenant", t.name, k.label, k.logID(key), "err", err)
+			return negative(k.invalid, now)
+		}
+		if s.User == "" {
+			return negative(k.anonymous, now)
+		}
 	}
 	s.userValue = []string{s.User}
 	e := &entry{tenant: t, sess: s, until: now + int64(v.cfg.CacheTTL)}
@@ -714,7 +783,7 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKin
 		e.keyExpires.Store(kd)
 		e.until = min(e.until, kd)
 	}
-	if k.expires && v.cfg.EnforceExpires && !s.Expires.IsZero() {
+	if (k.hardExpires || k.expires && v.cfg.EnforceExpires) && !s.Expires.IsZero() {
 		e.until = min(e.until, s.Expires.UnixNano())
 	}
 	v.put(key, e, gen, now)
@@ -725,7 +794,7 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, key string, k *entryKin
 // revoked, oversized or unreadable value): an answer about the session,
 // not a failure of the store, so it never feeds the breaker.
 func isAnswer(err error) bool {
-	return errors.Is(err, errNotFound) || errors.Is(err, errRevoked) || errors.Is(err, errTooLarge) || errors.Is(err, errWrongType)
+	return errors.Is(err, errNotFound) || errors.Is(err, errRevoked) || errors.Is(err, errStaleRevision) || errors.Is(err, errTooLarge) || errors.Is(err, errWrongType)
 }
 
 // SetStaleGuard sets what StaleIfError asks before serving a stale allow:
@@ -761,16 +830,19 @@ func (v *Verifier) acquireLoad() bool {
 // destroys without publishing is heard only through tracking. So stale
 // allows also need the guard (SetStaleGuard) to vouch that tracking is on
 // and covers the key's prefix.
-func (v *Verifier) stale(t *tenant, prefix string, key []byte, now int64) *entry {
+func (v *Verifier) stale(t *tenant, k *entryKind, key []byte, now int64) *entry {
 	if v.cfg.StaleIfError <= 0 || v.bypass.Load() {
 		return nil
 	}
-	if g := v.staleGuard.Load(); g == nil || !(*g)(prefix) {
+	if g := v.staleGuard.Load(); g == nil || !(*g)(k.prefix(t)) {
 		return nil
 	}
 	e := v.cache.peek(key)
 	if e == nil || e.tenant != t || e.sess == nil || now >= e.until+int64(v.cfg.StaleIfError) {
 		return nil
+	}
+	if k.hardExpires && !e.sess.Expires.IsZero() && now >= e.sess.Expires.UnixNano() {
+		return nil // never past the session's own end
 	}
 	if ke := e.keyExpires.Load(); ke != 0 && now >= ke {
 		return nil
@@ -955,6 +1027,10 @@ func (v *Verifier) KeysChanged(keys []string) {
 			v.Invalidate(sid)
 		} else if _, hash, ok := keyOwner(ts.byTokenPrefix, k); ok && IsTokenHash(hash) {
 			v.InvalidateToken(hash)
+		} else if t, user, ok := ts.revisionOwner(k); ok {
+			v.InvalidateUser(t.name, user)
+		} else if _, id, ok := ts.denyOwner(k); ok {
+			v.Invalidate(id)
 		}
 	}
 }

@@ -56,6 +56,13 @@ func runLogout(ctx context.Context, out io.Writer, f *logoutFlags) error {
 		return err
 	}
 	defer closeFn()
+	format, err := v.Format(f.tenant)
+	if err != nil {
+		return err
+	}
+	if !format.Stored() {
+		return logoutCookie(ctx, out, v, pub, f)
+	}
 	if f.session != "" {
 		sid, err := v.ParseSessionRef(f.tenant, strings.TrimSpace(f.session))
 		if err != nil {
@@ -88,6 +95,33 @@ func runLogout(ctx context.Context, out io.Writer, f *logoutFlags) error {
 		return fmt.Errorf("user %q has no sessions in Redis (event published to %d subscribers anyway)", f.user, n)
 	}
 	fmt.Fprintf(out, "revoked %d sessions of user %q; event published to %d subscribers\n", count, f.user, n)
+	return nil
+}
+
+// logoutCookie is runLogout for a format whose cookie carries its
+// session: a deny entry for one cookie, or the user's revision moved on.
+func logoutCookie(ctx context.Context, out io.Writer, v *authz.Verifier, pub *logout.Publisher, f *logoutFlags) error {
+	if f.session != "" {
+		id, _, err := v.RevokeCookie(ctx, f.tenant, strings.TrimSpace(f.session))
+		if err != nil {
+			return err
+		}
+		n, err := pub.Publish(ctx, logout.Event{Kind: logout.KindSession, Session: id, Tenant: f.tenant})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "denied cookie %s; event published to %d subscribers\n", authz.SessionHash(id), n)
+		return nil
+	}
+	rev, err := v.BumpRevision(ctx, f.tenant, f.user)
+	if err != nil {
+		return err
+	}
+	n, err := pub.Publish(ctx, logout.Event{Kind: logout.KindUser, User: f.user, Tenant: f.tenant})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "moved user %q to revision %d: every earlier cookie is refused; event published to %d subscribers\n", f.user, rev, n)
 	return nil
 }
 

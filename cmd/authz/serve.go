@@ -32,7 +32,7 @@ type secretFlags struct {
 }
 
 func (f *secretFlags) register(fs *pflag.FlagSet) {
-	fs.StringArrayVar(&f.secrets, "session-secret", nil, "express-session secret; repeat to rotate: the first signs, all verify")
+	fs.StringArrayVar(&f.secrets, "session-secret", nil, "the apps' session secret (express-session's and @fastify/session's secret, cookie-session's keys, client-sessions' one secret); repeat to rotate: the first signs, all verify")
 	fs.StringVar(&f.file, "session-secret-file", "", "file with one secret per line (first is current), e.g. a Docker or Kubernetes secret")
 }
 
@@ -46,6 +46,29 @@ func (f *secretFlags) load() ([]string, error) {
 		out = append(out, s...)
 	}
 	return out, nil
+}
+
+// keyFlags are client-sessions' explicit keys, base64 as apps usually
+// keep them (Buffer.from(key, 'base64')).
+type keyFlags struct {
+	enc, sig, encFile, sigFile string
+}
+
+func (f *keyFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.enc, "encryption-key", "", "client-sessions' encryptionKey, base64 (instead of deriving it from the secret)")
+	fs.StringVar(&f.sig, "signature-key", "", "client-sessions' signatureKey, base64 (instead of deriving it from the secret)")
+	fs.StringVar(&f.encFile, "encryption-key-file", "", "file holding --encryption-key")
+	fs.StringVar(&f.sigFile, "signature-key-file", "", "file holding --signature-key")
+}
+
+func (f *keyFlags) load() (enc, sig []byte, err error) {
+	if enc, err = authz.ReadKey(f.enc, f.encFile); err != nil {
+		return nil, nil, fmt.Errorf("--encryption-key: %w", err)
+	}
+	if sig, err = authz.ReadKey(f.sig, f.sigFile); err != nil {
+		return nil, nil, fmt.Errorf("--signature-key: %w", err)
+	}
+	return enc, sig, nil
 }
 
 var errNoSecret = errors.New("no session secret: set --session-secret, --session-secret-file, AUTHZ_SESSION_SECRET or SESSION_SECRET")
@@ -77,6 +100,9 @@ func (f *logFlags) logger() (*slog.Logger, error) {
 type sessionFlags struct {
 	redis       redisFlags
 	secrets     secretFlags
+	format      string
+	keys        keyFlags
+	revision    string
 	log         logFlags
 	cfg         authz.Config
 	userPaths   []string
@@ -89,7 +115,13 @@ func (f *sessionFlags) register(fs *pflag.FlagSet) {
 	f.redis.register(fs)
 	f.secrets.register(fs)
 	c := &f.cfg
-	fs.StringVar(&c.CookieName, "cookie-name", "connect.sid", "session cookie name (express-session's name option)")
+	fs.StringVar(&f.format, "session-format", string(authz.FormatExpressSession), "how the apps keep sessions: express-session, client-sessions, cookie-session or fastify-session (see docs/formats.md)")
+	fs.StringVar(&c.CookieName, "cookie-name", "", "session cookie name (the library's name or cookieName option); default: the format's, connect.sid, session_state, session or sessionId")
+	f.keys.register(fs)
+	fs.StringVar(&c.EncryptionAlgorithm, "encryption-algorithm", "", "client-sessions' encryptionAlgorithm: aes256 (default), aes192 or aes128")
+	fs.StringVar(&c.SignatureAlgorithm, "signature-algorithm", "", "the format's MAC: client-sessions' signatureAlgorithm (default sha256), cookie-session's keygrip hash (default sha1), @fastify/cookie's algorithm (default sha256)")
+	fs.StringVar(&f.revision, "revision-path", "", "session path of the revision a client-sessions or cookie-session login copies from Redis; a cookie whose revision is not its user's current one is refused")
+	fs.StringVar(&c.RevisionPrefix, "revision-prefix", "authz:rev:", "Redis key prefix of users' current revisions (with tenants, then the tenant's name and \":\")")
 	fs.StringVar(&c.KeyPrefix, "key-prefix", "sess:", "Redis key prefix (connect-redis's prefix option)")
 	fs.StringVar(&c.RevokedPrefix, "revoked-prefix", "authz:revoked:", "Redis key prefix of the markers logouts leave so re-saved sessions stay dead")
 	fs.StringVar(&f.channel, "logout-channel", logout.DefaultChannel, "Redis pub/sub channel of logout events")
@@ -103,8 +135,19 @@ func (f *sessionFlags) register(fs *pflag.FlagSet) {
 func (f *sessionFlags) config() (authz.Config, error) {
 	c := f.cfg
 	var err error
+	if c.Format, err = authz.ParseFormat(f.format); err != nil {
+		return c, fmt.Errorf("--session-format: %w", err)
+	}
 	if c.Secrets, err = f.secrets.load(); err != nil {
 		return c, err
+	}
+	if c.EncryptionKey, c.SignatureKey, err = f.keys.load(); err != nil {
+		return c, err
+	}
+	if f.revision != "" {
+		if c.RevisionPath, err = authz.ParsePath(f.revision); err != nil {
+			return c, fmt.Errorf("--revision-path: %w", err)
+		}
 	}
 	if f.tenantsFile != "" {
 		// Tenants may each bring their own secrets; one without fails
@@ -112,7 +155,7 @@ func (f *sessionFlags) config() (authz.Config, error) {
 		if c.Tenants, err = authz.LoadTenants(f.tenantsFile); err != nil {
 			return c, err
 		}
-	} else if len(c.Secrets) == 0 {
+	} else if len(c.Secrets) == 0 && (c.EncryptionKey == nil || c.SignatureKey == nil) {
 		return c, errNoSecret
 	}
 	if c.UserPaths, err = parsePaths("--user-path", f.userPaths); err != nil {

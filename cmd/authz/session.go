@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/authz/authz/authz"
 	"github.com/spf13/cobra"
@@ -45,6 +46,13 @@ func showSession(ctx context.Context, out io.Writer, f *sessionFlags, ref string
 		return err
 	}
 	defer closeFn()
+	format, err := v.Format(f.tenant)
+	if err != nil {
+		return err
+	}
+	if !format.Stored() {
+		return showCookie(ctx, out, v, f.tenant, strings.TrimSpace(ref))
+	}
 	sid, err := v.ParseSessionRef(f.tenant, strings.TrimSpace(ref))
 	if err != nil {
 		return err
@@ -66,6 +74,38 @@ func showSession(ctx context.Context, out io.Writer, f *sessionFlags, ref string
 	}
 	if s.OriginalMaxAge > 0 {
 		fmt.Fprintf(out, "maxAge   %s\n", s.OriginalMaxAge)
+	}
+	return nil
+}
+
+// showCookie is session show for a cookie that carries its session: what it
+// holds, and whether authz would refuse it, and why.
+func showCookie(ctx context.Context, out io.Writer, v *authz.Verifier, tenant, value string) error {
+	s, rev, reason, err := v.CookieSession(ctx, tenant, value)
+	if err != nil {
+		return err
+	}
+	if s == nil {
+		return fmt.Errorf("cookie refused: %s", reason)
+	}
+	user := s.User
+	if user == "" {
+		user = "(anonymous: not signed in)"
+	}
+	fmt.Fprintf(out, "cookie   %s\nuser     %s\nroles    %s\n", authz.SessionHash(authz.CookieID(value)), user, strings.Join(s.Roles, ","))
+	if !s.Expires.IsZero() {
+		fmt.Fprintf(out, "expires  %s\n", s.Expires.UTC().Format(time.RFC3339))
+	} else {
+		fmt.Fprintln(out, "expires  never (the format carries no expiry)")
+	}
+	fmt.Fprintf(out, "revision %d\n", rev)
+	if reason != "" {
+		if s.User != "" {
+			if cur, err := v.Revision(ctx, tenant, s.User); err == nil {
+				fmt.Fprintf(out, "current  %d\n", cur)
+			}
+		}
+		return fmt.Errorf("cookie refused: %s", reason)
 	}
 	return nil
 }

@@ -1,0 +1,400 @@
+package authz
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authz/authz/internal/testenv"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// formatVectors is sessionfmt/testdata/vectors.json: cookies the real npm
+// packages made (sessionfmt/testdata/gen), with what each package made of
+// them. Here they go through the whole read path.
+type formatVectors struct {
+	NowMS          int64 `json:"now_ms"`
+	ClientSessions []struct {
+		Name   string `json:"name"`
+		Config struct {
+			CookieName, Secret, EncryptionKey, SignatureKey, EncryptionAlgorithm, SignatureAlgorithm string
+		} `json:"config"`
+		Cookie  string          `json:"cookie"`
+		Want    string          `json:"want"`
+		Content json.RawMessage `json:"content"`
+	} `json:"client_sessions"`
+	CookieSession []struct {
+		Name   string `json:"name"`
+		Config struct {
+			Name string   `json:"name"`
+			Keys []string `json:"keys"`
+			Hash string   `json:"hash"`
+		} `json:"config"`
+		Header  string          `json:"header"`
+		Want    string          `json:"want"`
+		Content json.RawMessage `json:"content"`
+	} `json:"cookie_session"`
+	FastifySession []struct {
+		Name   string `json:"name"`
+		Config struct {
+			CookieName   string   `json:"cookieName"`
+			Secrets      []string `json:"secrets"`
+			Algorithm    string   `json:"algorithm"`
+			CookiePrefix string   `json:"cookiePrefix"`
+		} `json:"config"`
+		Header string `json:"header"`
+		Want   string `json:"want"`
+		SID    string `json:"sid"`
+	} `json:"fastify_session"`
+}
+
+func loadFormatVectors(t testing.TB) *formatVectors {
+	t.Helper()
+	b, err := os.ReadFile("../sessionfmt/testdata/vectors.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v formatVectors
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	return &v
+}
+
+// vectorReason is the reason the read path gives a vector's class.
+var vectorReason = map[string]Reason{
+	"ok":                 ReasonOK,
+	"too_large":          ReasonCookieTooLarge,
+	"malformed":          ReasonMalformedCookie,
+	"bad_signature":      ReasonBadSignature,
+	"expired":            ReasonExpired,
+	"invalid_content":    ReasonInvalidSession,
+	"invalid_session_id": ReasonInvalidSessionID,
+}
+
+// formatFixture is a Verifier of one format over a real redis-server, its
+// clock at the vectors' now.
+type formatFixture struct {
+	t   testing.TB
+	rdb *redis.Client
+	v   *Verifier
+}
+
+func newFormatFixture(t testing.TB, rdb *redis.Client, now time.Time, cfg Config) *formatFixture {
+	t.Helper()
+	cfg.Now = func() time.Time { return now }
+	cfg.RedisTimeout = time.Second
+	cfg.UserPaths = [][]string{{"username"}}
+	cfg.MaxCookieBytes = 4096
+	v, err := New(cfg, rdb, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &formatFixture{t: t, rdb: rdb, v: v}
+}
+
+func (f *formatFixture) decide(header string) Answer {
+	return f.v.Decide(context.Background(), &Query{Cookies: []string{header}, Host: "app.example"})
+}
+
+func mustHexKey(t testing.TB, s string) []byte {
+	if s == "" {
+		return nil
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// wantForContent is what the read path makes of an authentic cookie's
+// content with --user-path username --revision-path rev, the user's
+// current revision set to the cookie's own: an identity, an anonymous
+// session, or an invalid one (a revision that is not an integer).
+func wantForContent(t *testing.T, rdb *redis.Client, content json.RawMessage) Reason {
+	var c map[string]any
+	if err := json.Unmarshal(content, &c); err != nil {
+		t.Fatal(err)
+	}
+	user, _ := c["username"].(string)
+	if user == "" {
+		return ReasonAnonymous
+	}
+	rev := int64(0)
+	switch r := c["rev"].(type) {
+	case nil:
+	case float64:
+		rev = int64(r)
+	default:
+		return ReasonInvalidSession
+	}
+	if err := rdb.Set(context.Background(), "authz:rev:"+user, rev, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return ReasonOK
+}
+
+func TestFormatVectorsThroughTheReadPath(t *testing.T) {
+	vs := loadFormatVectors(t)
+	now := time.UnixMilli(vs.NowMS)
+	r := testenv.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { rdb.Close() })
+
+	for _, tc := range vs.ClientSessions {
+		t.Run("client-sessions/"+tc.Name, func(t *testing.T) {
+			var secrets []string
+			if tc.Config.Secret != "" {
+				secrets = []string{tc.Config.Secret}
+			}
+			f := newFormatFixture(t, rdb, now, Config{
+				Format: FormatClientSessions, CookieName: tc.Config.CookieName, Secrets: secrets,
+				EncryptionKey: mustHexKey(t, tc.Config.EncryptionKey), SignatureKey: mustHexKey(t, tc.Config.SignatureKey),
+				EncryptionAlgorithm: tc.Config.EncryptionAlgorithm, SignatureAlgorithm: tc.Config.SignatureAlgorithm,
+				RevisionPath: []string{"rev"},
+			})
+			want := vectorReason[tc.Want]
+			if tc.Want == "ok" {
+				want = wantForContent(t, rdb, tc.Content)
+			}
+			if tc.Cookie == "" {
+				want = ReasonNoCookie // an empty cookie is none, as for express-session
+			}
+			name := tc.Config.CookieName
+			if name == "" {
+				name = "session_state"
+			}
+			if got := f.decide("other=1; " + name + "=" + tc.Cookie).Reason; got != want {
+				t.Fatalf("reason %s, want %s", got, want)
+			}
+		})
+	}
+	for _, tc := range vs.CookieSession {
+		t.Run("cookie-session/"+tc.Name, func(t *testing.T) {
+			f := newFormatFixture(t, rdb, now, Config{
+				Format: FormatCookieSession, CookieName: tc.Config.Name, Secrets: tc.Config.Keys,
+				SignatureAlgorithm: tc.Config.Hash, RevisionPath: []string{"rev"},
+			})
+			want := vectorReason[tc.Want]
+			if tc.Want == "ok" {
+				want = wantForContent(t, rdb, tc.Content)
+			}
+			if got := f.decide(tc.Header).Reason; got != want {
+				t.Fatalf("reason %s, want %s", got, want)
+			}
+		})
+	}
+	for _, tc := range vs.FastifySession {
+		t.Run("fastify-session/"+tc.Name, func(t *testing.T) {
+			if tc.Config.CookiePrefix != "" {
+				t.Skip("authz reads @fastify/session's default cookiePrefix only")
+			}
+			f := newFormatFixture(t, rdb, now, Config{
+				Format: FormatFastifySession, CookieName: tc.Config.CookieName, Secrets: tc.Config.Secrets,
+				SignatureAlgorithm: tc.Config.Algorithm,
+			})
+			want := vectorReason[tc.Want]
+			if tc.Want == "ok" {
+				stored := `{"cookie":{"originalMaxAge":86400000,"expires":"` + now.Add(time.Hour).UTC().Format(time.RFC3339Nano) + `","httpOnly":true,"path":"/"},"username":"ann"}`
+				if err := rdb.Set(context.Background(), "sess:"+tc.SID, stored, time.Hour).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := f.decide(tc.Header).Reason; got != want {
+				t.Fatalf("reason %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+// The ways a cookie that carries its session ends: a deny entry for it, the
+// user's revision moved on; and a re-issued cookie of the old revision
+// stays refused.
+func TestCookieFormatLogout(t *testing.T) {
+	vs := loadFormatVectors(t)
+	now := time.UnixMilli(vs.NowMS)
+	r := testenv.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	ctx := context.Background()
+	tc := vs.ClientSessions[0] // ann, rev 3
+	if tc.Want != "ok" || !strings.Contains(strings.Join(strings.Fields(string(tc.Content)), ""), `"username":"ann","rev":3`) {
+		t.Fatalf("vector 0 is %q %s; want a valid session of ann", tc.Name, tc.Content)
+	}
+	f := newFormatFixture(t, rdb, now, Config{
+		Format: FormatClientSessions, CookieName: tc.Config.CookieName, Secrets: []string{tc.Config.Secret},
+		RevisionPath: []string{"rev"},
+	})
+	header := tc.Config.CookieName + "=" + tc.Cookie
+	check := func(want Reason, why string) {
+		t.Helper()
+		if got := f.decide(header); got.Reason != want {
+			t.Fatalf("%s: reason %s, want %s", why, got.Reason, want)
+		} else if want == ReasonOK && got.Session.User != "ann" {
+			t.Fatalf("%s: user %q", why, got.Session.User)
+		}
+	}
+	check(ReasonStaleRevision, "ann has revision 0, the cookie 3")
+	rdb.Set(ctx, "authz:rev:ann", 3, 0)
+	f.v.InvalidateAll() // the refusal is cached briefly, and names no user
+	check(ReasonOK, "the revisions agree")
+	check(ReasonOK, "again, from the cache")
+
+	id, user, err := f.v.RevokeCookie(ctx, "", tc.Cookie)
+	if err != nil || user != "ann" || id != CookieID(tc.Cookie) {
+		t.Fatalf("RevokeCookie = %q, %q, %v", id, user, err)
+	}
+	ttl := rdb.PTTL(ctx, "authz:revoked:sess:"+id).Val()
+	if left := time.UnixMilli(vs.NowMS).Sub(now); ttl <= left {
+		t.Fatalf("deny entry TTL %v", ttl)
+	}
+	f.v.Invalidate(id) // what the logout event does
+	check(ReasonRevoked, "the cookie is denied")
+	if keys := rdb.Keys(ctx, "*").Val(); strings.Contains(strings.Join(keys, " "), tc.Cookie) {
+		t.Fatalf("Redis holds the cookie itself: %v", keys)
+	}
+	rdb.Del(ctx, "authz:revoked:sess:"+id)
+	f.v.KeysChanged([]string{"authz:revoked:sess:" + id}) // what tracking does
+	check(ReasonOK, "the deny entry gone")
+
+	rev, err := f.v.BumpRevision(ctx, "", "ann")
+	if err != nil || rev != 4 {
+		t.Fatalf("BumpRevision = %d, %v", rev, err)
+	}
+	f.v.KeysChanged([]string{"authz:rev:ann"}) // tracking, without the event
+	check(ReasonStaleRevision, "ann's revision moved on")
+
+	// A revision that is not a number refuses every cookie of the user.
+	rdb.Set(ctx, "authz:rev:ann", "three", 0)
+	f.v.InvalidateAll()
+	check(ReasonInvalidSession, "a revision that is not an integer")
+	rdb.Set(ctx, "authz:rev:ann", strconv.Itoa(3), 0)
+	f.v.InvalidateAll()
+	check(ReasonOK, "the revision set back")
+
+	s, rev, reason, err := f.v.CookieSession(ctx, "", tc.Cookie)
+	if err != nil || reason != "" || s.User != "ann" || rev != 3 {
+		t.Fatalf("CookieSession = %+v, %d, %q, %v", s, rev, reason, err)
+	}
+}
+
+func TestFormatConfig(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		ok   bool
+	}{
+		{"client-sessions, one secret", Config{Format: FormatClientSessions, Secrets: []string{"s"}}, true},
+		{"client-sessions, two secrets", Config{Format: FormatClientSessions, Secrets: []string{"s", "t"}}, false},
+		{"client-sessions, keys only", Config{Format: FormatClientSessions, EncryptionKey: make([]byte, 32), SignatureKey: []byte("0123456789abcdef0123456789abcdef")}, true},
+		{"client-sessions, a short key", Config{Format: FormatClientSessions, EncryptionKey: make([]byte, 31), SignatureKey: []byte("0123456789abcdef0123456789abcdef")}, false},
+		{"cookie-session, unknown hash", Config{Format: FormatCookieSession, Secrets: []string{"k"}, SignatureAlgorithm: "md5"}, false},
+		{"express-session with a revision path", Config{Secrets: []string{"s"}, RevisionPath: []string{"rev"}}, false},
+		{"fastify-session with a revision path", Config{Format: FormatFastifySession, Secrets: []string{"s"}, RevisionPath: []string{"rev"}}, false},
+		{"fastify-session", Config{Format: FormatFastifySession, Secrets: []string{"s"}}, true},
+		{"no secret", Config{Format: FormatCookieSession}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(tc.cfg, rdb, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if (err == nil) != tc.ok {
+				t.Fatalf("New: %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+	if _, err := ParseFormat("cookie-sessions"); err == nil {
+		t.Fatal("ParseFormat took a misspelt format")
+	}
+	for _, f := range Formats {
+		if g, err := ParseFormat(string(f)); err != nil || g != f {
+			t.Fatalf("ParseFormat(%q) = %q, %v", f, g, err)
+		}
+	}
+}
+
+// benchFormats are a valid cookie of each format, from the vectors, with
+// a Verifier reading it.
+func benchFormats(b *testing.B) (map[Format]*formatFixture, map[Format]string) {
+	vs := loadFormatVectors(b)
+	now := time.UnixMilli(vs.NowMS)
+	r := testenv.StartRedis(b)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	b.Cleanup(func() { rdb.Close() })
+	ctx := context.Background()
+	fx := map[Format]*formatFixture{}
+	headers := map[Format]string{}
+
+	cs := vs.ClientSessions[0]
+	fx[FormatClientSessions] = newFormatFixture(b, rdb, now, Config{Format: FormatClientSessions, CookieName: cs.Config.CookieName, Secrets: []string{cs.Config.Secret}, RevisionPath: []string{"rev"}})
+	headers[FormatClientSessions] = "other=1; " + cs.Config.CookieName + "=" + cs.Cookie
+	rdb.Set(ctx, "authz:rev:ann", 3, 0)
+
+	ck := vs.CookieSession[0]
+	fx[FormatCookieSession] = newFormatFixture(b, rdb, now, Config{Format: FormatCookieSession, Secrets: ck.Config.Keys, RevisionPath: []string{"rev"}})
+	headers[FormatCookieSession] = "other=1; " + ck.Header
+
+	fs := vs.FastifySession[0]
+	fx[FormatFastifySession] = newFormatFixture(b, rdb, now, Config{Format: FormatFastifySession, Secrets: fs.Config.Secrets})
+	headers[FormatFastifySession] = "other=1; " + fs.Header
+	stored := `{"cookie":{"originalMaxAge":86400000,"expires":"` + now.Add(time.Hour).UTC().Format(time.RFC3339Nano) + `","httpOnly":true,"path":"/"},"username":"ann"}`
+	rdb.Set(ctx, "sess:"+fs.SID, stored, time.Hour)
+
+	fx[FormatExpressSession] = newFormatFixture(b, rdb, now, Config{Secrets: []string{testSecret}})
+	sid := "benchformat0000000000000000000000"
+	rdb.Set(ctx, "sess:"+sid, `{"cookie":{"originalMaxAge":null},"username":"ann"}`, time.Hour)
+	headers[FormatExpressSession] = "other=1; connect.sid=" + Sign(sid, testSecret)
+	return fx, headers
+}
+
+// BenchmarkFormatCacheHit is a verify answered from the cache, per format:
+// for client-sessions a hash of the cookie, for cookie-session its
+// signature too, for the stored formats the signed id.
+func BenchmarkFormatCacheHit(b *testing.B) {
+	fx, headers := benchFormats(b)
+	for _, f := range Formats {
+		b.Run(string(f), func(b *testing.B) {
+			x := fx[f]
+			q := &Query{Cookies: []string{headers[f]}, Host: "app.example"}
+			if a := x.v.Decide(context.Background(), q); a.Reason != ReasonOK {
+				b.Fatalf("%s: %s", f, a.Reason)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if x.v.Decide(context.Background(), q).Reason != ReasonOK {
+					b.Fatal("refused")
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkFormatCacheMiss is a verify with the cache bypassed, per
+// format: for client-sessions MAC, decryption and the revision read.
+func BenchmarkFormatCacheMiss(b *testing.B) {
+	fx, headers := benchFormats(b)
+	for _, f := range Formats {
+		b.Run(string(f), func(b *testing.B) {
+			x := fx[f]
+			x.v.bypass.Store(true)
+			q := &Query{Cookies: []string{headers[f]}, Host: "app.example"}
+			b.ReportAllocs()
+			for b.Loop() {
+				if a := x.v.Decide(context.Background(), q); a.Reason != ReasonOK {
+					b.Fatalf("%s: %s", f, a.Reason)
+				}
+			}
+		})
+	}
+}
