@@ -398,3 +398,36 @@ func BenchmarkFormatCacheMiss(b *testing.B) {
 		})
 	}
 }
+
+func TestTenantFileFormats(t *testing.T) {
+	key := t.TempDir() + "/enc"
+	if err := os.WriteFile(key, []byte("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ts, err := ParseTenants([]byte(`
+tenants:
+  - name: shop
+    hosts: [shop.example]
+    secrets: [s]
+  - name: portal
+    hosts: [portal.example]
+    key_prefix: "portal:"
+    format: client-sessions
+    encryption_key_file: ` + key + `
+    signature_algorithm: sha256
+    revision_path: auth.rev
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := ts[1]
+	if ts[0].Format != "" || p.Format != FormatClientSessions || len(p.EncryptionKey) != 32 || p.EncryptionKey[31] != 31 ||
+		p.SignatureAlgorithm != "sha256" || strings.Join(p.RevisionPath, ".") != "auth.rev" {
+		t.Fatalf("tenants %+v", ts)
+	}
+	for _, bad := range []string{"format: cookie-sessions", "encryption_key_file: /nonexistent", "revision_path: a..b"} {
+		if _, err := ParseTenants([]byte("tenants:\n  - name: x\n    hosts: [x.example]\n    " + bad + "\n")); err == nil {
+			t.Errorf("%s: accepted", bad)
+		}
+	}
+}

@@ -23,6 +23,9 @@ type metrics struct {
 	bounds      *prometheus.CounterVec
 	staleServed prometheus.Counter
 	endedAgain  *prometheus.CounterVec
+	// byFormat counts session decisions by format and outcome; each
+	// tenant holds its format's counters (formatCounters).
+	byFormat *prometheus.CounterVec
 	// conns is the connections open on --listen (Server, ConnState).
 	conns atomic.Int64
 }
@@ -80,6 +83,14 @@ func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, 
 	m.endedAgain = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "authz_sessions_ended_again_total", Help: "Sessions found saved back after their logout (with their revocation marker) and deleted again, by result (ok, error).",
 	}, []string{"result"})
+	m.byFormat = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "authz_session_format_requests_total", Help: "Verify requests a tenant decided, by its session format (express-session, client-sessions, cookie-session, fastify-session) and outcome.",
+	}, []string{"format", "outcome"})
+	for _, f := range Formats {
+		for _, o := range outcomes {
+			m.byFormat.WithLabelValues(string(f), o)
+		}
+	}
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("error")
 	m.endedAgain.WithLabelValues("ok")
@@ -93,7 +104,7 @@ func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, 
 	}
 	cs := []prometheus.Collector{
 		requests, duration, m.cacheHits, m.cacheMisses, m.redisErrors, m.touches, m.invalidated,
-		m.tenants, m.reloads, m.bounds, m.staleServed, m.endedAgain,
+		m.tenants, m.reloads, m.bounds, m.staleServed, m.endedAgain, m.byFormat,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "authz_connections_open", Help: "Connections open on --listen (at most --max-connections).",
 		}, func() float64 { return float64(m.conns.Load()) }),
@@ -133,6 +144,19 @@ func (m *metrics) observe(r Reason, d time.Duration) {
 		m.bound("session")
 	}
 	m.duration[r.Outcome()].Observe(d.Seconds())
+}
+
+// outcomes are Reason.Outcome's values.
+var outcomes = []string{"allowed", "unauthenticated", "forbidden", "unavailable", "misconfigured"}
+
+// formatCounters are the byFormat counters of format f, by outcome,
+// resolved once per tenant so a request does no label lookup.
+func (m *metrics) formatCounters(f Format) map[string]prometheus.Counter {
+	cs := make(map[string]prometheus.Counter, len(outcomes))
+	for _, o := range outcomes {
+		cs[o] = m.byFormat.WithLabelValues(string(f), o)
+	}
+	return cs
 }
 
 // poolCollector exports go-redis connection pool statistics.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Tenant is one customer of a shared deployment: the hosts it answers for
@@ -60,6 +62,9 @@ type tenant struct {
 	decoder  decoder
 	store    store
 	loginURL string
+	// requests counts the tenant's decisions by outcome
+	// (authz_session_format_requests_total).
+	requests map[string]prometheus.Counter
 	// revisionPrefix holds users' current revisions (revisionKey).
 	revisionPrefix string
 	// tokenPrefix holds the tenant's API tokens: TokenPrefix, plus the
@@ -245,9 +250,10 @@ func (v *Verifier) buildTenant(t Tenant) (*tenant, error) {
 		return nil, fmt.Errorf("%s: %w", t.Format, err)
 	}
 	return &tenant{
-		name:   t.Name,
-		id:     strconv.FormatUint(v.tenantSeq.Add(1), 36),
-		format: format,
+		name:     t.Name,
+		id:       strconv.FormatUint(v.tenantSeq.Add(1), 36),
+		format:   format,
+		requests: v.metrics.formatCounters(t.Format),
 		decoder: decoder{
 			userPaths:        t.UserPaths,
 			rolesPaths:       t.RolesPaths,

@@ -353,6 +353,9 @@ func (v *Verifier) Decide(ctx context.Context, q *Query) Answer {
 		a.Redirect = v.loginRedirect(t.loginURL, q.OriginalURI)
 	}
 	v.metrics.observe(reason, v.cfg.Now().Sub(start))
+	if t != nil && !(v.cfg.BearerTokens && isBearer(q.Authorization)) { // a token is no session
+		t.requests[reason.Outcome()].Inc()
+	}
 	if v.log.Enabled(ctx, slog.LevelDebug) {
 		v.log.LogAttrs(ctx, slog.LevelDebug, "verify",
 			slog.Int("status", reason.Status()), slog.String("reason", string(reason)),
