@@ -73,6 +73,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzClientSessions -fuzztime $(FUZZTIME) ./sessionfmt/
 	$(GO) test -run '^$$' -fuzz FuzzCookieSession -fuzztime $(FUZZTIME) ./sessionfmt/
 	$(GO) test -run '^$$' -fuzz FuzzFastifySession -fuzztime $(FUZZTIME) ./sessionfmt/
+	$(GO) test -run '^$$' -fuzz FuzzCookieFormatsReadPath -fuzztime $(FUZZTIME) ./authz/
 
 # Regenerate the flag tables in docs/configuration.md from the commands'
 # flags; TestFlagTables (run by make test) fails on any drift.

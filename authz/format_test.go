@@ -431,3 +431,51 @@ tenants:
 		}
 	}
 }
+
+// FuzzCookieFormatsReadPath holds the whole read path, cache included, to
+// the property the codecs' fuzz targets hold sessionfmt to: a cookie that
+// differs from a valid one in any byte is never allowed, even right after
+// the valid one was (a hit must not answer for a cookie it did not check).
+func FuzzCookieFormatsReadPath(f *testing.F) {
+	vs := loadFormatVectors(f)
+	now := time.UnixMilli(vs.NowMS)
+	r := testenv.StartRedis(f)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	f.Cleanup(func() { rdb.Close() })
+	cs, ck := vs.ClientSessions[0], vs.CookieSession[0]
+	csf := newFormatFixture(f, rdb, now, Config{Format: FormatClientSessions, CookieName: cs.Config.CookieName, Secrets: []string{cs.Config.Secret}})
+	ckf := newFormatFixture(f, rdb, now, Config{Format: FormatCookieSession, Secrets: ck.Config.Keys})
+	csValid := cs.Config.CookieName + "=" + cs.Cookie
+	ckValid := ck.Header
+	for _, h := range []string{csValid, ckValid} {
+		f.Add(uint16(0), byte('x'))
+		f.Add(uint16(len(h)-1), byte('A'))
+	}
+	// same reports whether a header names exactly the valid cookie, as
+	// the library's own cookie parser reads it.
+	csCodec := csf.v.tenants.Load().single.format.(*cookieFormat).cs
+	ckCodec := ckf.v.tenants.Load().single.format.(*cookieFormat).ck
+	sameCS := func(h string) bool { v, ok := csCodec.Lookup([]string{h}); return ok && v == cs.Cookie }
+	sameCK := func(h string) bool {
+		v, sig, ok := ckCodec.Lookup([]string{h})
+		wv, wsig, _ := ckCodec.Lookup([]string{ck.Header})
+		return ok && v == wv && sig == wsig
+	}
+	f.Fuzz(func(t *testing.T, pos uint16, b byte) {
+		for _, c := range []struct {
+			f     *formatFixture
+			valid string
+			same  func(string) bool
+		}{{csf, csValid, sameCS}, {ckf, ckValid, sameCK}} {
+			if a := c.f.decide(c.valid); a.Reason != ReasonOK {
+				t.Fatalf("the valid cookie: %s", a.Reason)
+			}
+			h := []byte(c.valid)
+			i := int(pos) % len(h)
+			h[i] = b
+			if a := c.f.decide(string(h)); a.Reason == ReasonOK && !c.same(string(h)) {
+				t.Fatalf("allowed a changed cookie %q", h)
+			}
+		}
+	})
+}
