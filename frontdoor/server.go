@@ -22,6 +22,12 @@ import (
 // Decider is what the front door asks of the read path: a decision, and
 // the two things of the decider's configuration the answer depends on
 // besides the decision itself. *authz.Verifier is one.
+//
+// The answer's size is the decider's business: it leaves out of an Answer
+// what would not fit --max-answer-header-bytes less the fixed part every
+// server adds (status line, Date, Content-Length, Connection: close; under
+// 128 bytes here), so writeAnswer must add nothing else
+// (TestEveryAnswerFitsTheCap).
 type Decider interface {
 	// Decide answers one auth subrequest.
 	Decide(ctx context.Context, q *authz.Query) authz.Answer
