@@ -24,10 +24,10 @@ import (
 // besides the decision itself. *authz.Verifier is one.
 //
 // The answer's size is the decider's business: it leaves out of an Answer
-// what would not fit --max-answer-header-bytes less the fixed part every
-// server adds (status line, Date, Content-Length, Connection: close; under
-// 128 bytes here), so writeAnswer must add nothing else
-// (TestEveryAnswerFitsTheCap).
+// what would not fit --max-answer-header-bytes less a fixed part (status
+// line, Date, Content-Length, Connection: close; under 128 bytes here), so
+// writeAnswer adds nothing but that part and the headers the Answer and
+// its Reason carry (TestEveryAnswerFitsTheCap).
 type Decider interface {
 	// Decide answers one auth subrequest.
 	Decide(ctx context.Context, q *authz.Query) authz.Answer
