@@ -25,12 +25,12 @@ test-race-e2e:
 	AUTHZ_BUILD_FLAGS=-race GORACE=halt_on_error=1 $(GO) test -race -count=1 -timeout 10m ./e2e/
 
 unit:
-	$(GO) test -count=1 ./authz/ ./logout/
+	$(GO) test -count=1 ./authz/ ./frontdoor/ ./logout/
 
 bench: bench-go bench-load bench-logout
 
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./authz/ | tee bin/bench-go.txt
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./authz/ ./frontdoor/ | tee bin/bench-go.txt
 
 bench-load: build
 	scripts/loadtest.sh
@@ -69,7 +69,7 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzUnsign -fuzztime $(FUZZTIME) ./authz/
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./authz/
-	$(GO) test -run '^$$' -fuzz FuzzParser -fuzztime $(FUZZTIME) ./authz/
+	$(GO) test -run '^$$' -fuzz FuzzParser -fuzztime $(FUZZTIME) ./frontdoor/
 	$(GO) test -run '^$$' -fuzz FuzzClientSessions -fuzztime $(FUZZTIME) ./sessionfmt/
 	$(GO) test -run '^$$' -fuzz FuzzCookieSession -fuzztime $(FUZZTIME) ./sessionfmt/
 	$(GO) test -run '^$$' -fuzz FuzzFastifySession -fuzztime $(FUZZTIME) ./sessionfmt/

@@ -1,7 +1,8 @@
 package authz
 
 import (
-	"sync/atomic"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,12 +27,22 @@ type metrics struct {
 	// byFormat counts session decisions by format and outcome; each
 	// tenant holds its format's counters (formatCounters).
 	byFormat *prometheus.CounterVec
-	// conns is the connections open on --listen (Server, ConnState).
-	conns atomic.Int64
 }
 
 // bound counts a request that hit one of the caps (docs/configuration.md#bounds).
 func (m *metrics) bound(name string) { m.bounds.WithLabelValues(name).Inc() }
+
+// BoundCounter is the authz_bounds_hit_total series of one cap, for a
+// cap enforced outside the Verifier (package frontdoor's connections,
+// request_header and read_header_timeout), so that the metric has one
+// registration and one closed set of labels. It panics on a name not in
+// that set: a programming error, not a request's.
+func (v *Verifier) BoundCounter(bound string) prometheus.Counter {
+	if !slices.Contains(boundNames, bound) {
+		panic("authz: unknown bound " + strconv.Quote(bound))
+	}
+	return v.metrics.bounds.WithLabelValues(bound)
+}
 
 // boundNames are the caps authz_bounds_hit_total counts.
 var boundNames = []string{"cookie", "session", "identity_header", "answer_header", "pending_loads", "request_header", "connections", "read_header_timeout"}
@@ -105,9 +116,6 @@ func newMetrics(reg prometheus.Registerer, c *cache, rdb redis.UniversalClient, 
 	cs := []prometheus.Collector{
 		requests, duration, m.cacheHits, m.cacheMisses, m.redisErrors, m.touches, m.invalidated,
 		m.tenants, m.reloads, m.bounds, m.staleServed, m.endedAgain, m.byFormat,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "authz_connections_open", Help: "Connections open on --listen (at most --max-connections).",
-		}, func() float64 { return float64(m.conns.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "authz_cache_entries", Help: "Entries in the local session cache, including negative ones.",
 		}, func() float64 { return float64(c.len()) }),

@@ -70,29 +70,6 @@ func TestAccessTokenRelay(t *testing.T) {
 	}
 }
 
-// The Server writes the same answer as ServeHTTP.
-func TestAccessTokenRelayServer(t *testing.T) {
-	f, _ := relayFixture(t, nil)
-	addr := startServer(t, f)
-	_, withToken := f.session(tokenJSON, time.Hour)
-	_, without := f.session(aliceJSON, time.Hour)
-	for _, tc := range []struct {
-		cookie, query string
-		status        int
-		token         string
-	}{
-		{withToken, "access_token=pass", 200, "ya29.a0-access_token~x/y+z="},
-		{withToken, "", 200, ""},
-		{without, "access_token=pass", 200, ""},
-		{without, "access_token=require", 403, ""},
-	} {
-		r, _ := exchange(t, addr, "GET /verify?"+tc.query+" HTTP/1.1\r\nHost: authz\r\nCookie: connect.sid="+tc.cookie+"\r\n\r\n", 1)
-		if len(r) != 1 || r[0].StatusCode != tc.status || r[0].Header.Get(AccessTokenHeader) != tc.token {
-			t.Errorf("%q: %v, want %d with token %q", tc.query, r, tc.status, tc.token)
-		}
-	}
-}
-
 // A location relaying a token on a deployment that reads none is a
 // configuration error, loud, never a silent "no token".
 func TestAccessTokenRelayWithoutPath(t *testing.T) {

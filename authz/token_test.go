@@ -137,9 +137,10 @@ func TestBearerOffIgnoresTheHeader(t *testing.T) {
 	}
 }
 
-// TestBearerAnswerHeaders checks both HTTP front ends: an allowed token
-// carries the same identity headers as a session; a refused one a Bearer
-// challenge, not a login redirect.
+// TestBearerAnswerHeaders checks net/http's front end (the narrow server's
+// is checked in package frontdoor): an allowed token carries the same
+// identity headers as a session; a refused one a Bearer challenge, not a
+// login redirect.
 func TestBearerAnswerHeaders(t *testing.T) {
 	f := tokenFixture(t, nil)
 	tok := f.token(`{"passport":{"user":{"id":"carol","email":"carol@example.com"}}}`, time.Hour)
@@ -161,32 +162,6 @@ func TestBearerAnswerHeaders(t *testing.T) {
 		for _, auth := range auths {
 			w := f.verify("", "", "Authorization", auth, "X-Original-URI", "/api")
 			check(t, w.Header(), w.Code, auth)
-		}
-	})
-	t.Run("Server", func(t *testing.T) {
-		addr := startServer(t, f)
-		var raw strings.Builder
-		for _, auth := range auths {
-			raw.WriteString("GET /verify HTTP/1.1\r\nHost: authz\r\nX-Original-URI: /api\r\nauthorization: " + auth + "\r\n\r\n")
-		}
-		resps, _ := exchange(t, addr, raw.String(), len(auths))
-		if len(resps) != len(auths) {
-			t.Fatalf("%d answers, want %d", len(resps), len(auths))
-		}
-		for i, r := range resps {
-			check(t, r.Header, r.StatusCode, auths[i])
-		}
-	})
-	t.Run("Server, a second Authorization is refused", func(t *testing.T) {
-		// Which of two a reader would take is a guess (net/http's Get
-		// takes the first): refused whichever holds the valid token.
-		addr := startServer(t, f)
-		for _, pair := range [][2]string{{NewToken(), tok}, {tok, NewToken()}} {
-			resps, _ := exchange(t, addr, "GET /verify HTTP/1.1\r\nHost: authz\r\nAuthorization: Bearer "+pair[0]+
-				"\r\nAuthorization: Bearer "+pair[1]+"\r\n\r\n", 1)
-			if len(resps) != 1 || resps[0].StatusCode != 400 || resps[0].Header.Get("X-Auth-User") != "" {
-				t.Fatalf("answers %v, want one 400", resps)
-			}
 		}
 	})
 }
@@ -359,17 +334,4 @@ func TestBearerCacheHitAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { f.v.Decide(ctx, &q) }); n != 0 {
 		t.Errorf("%v allocations per cached token decision, want 0", n)
 	}
-}
-
-// BenchmarkVerifyTokenCacheHit is BenchmarkServerVerify for an API client:
-// parse, hash the token, cache hit, answer.
-func BenchmarkVerifyTokenCacheHit(b *testing.B) {
-	f := tokenFixture(b, nil)
-	tok := f.token(svcJSON, time.Hour)
-	req := "GET /verify HTTP/1.1\r\nHost: authz\r\nX-Original-URI: /api/invoices\r\nX-Original-Method: GET\r\n" +
-		"Authorization: Bearer " + tok + "\r\n\r\n"
-	if a := f.decide(Query{Authorization: "Bearer " + tok}); a.Reason != ReasonOK {
-		b.Fatal(a.Reason)
-	}
-	serveRepeated(b, f.v, req)
 }

@@ -311,7 +311,7 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, log *
 }
 
 // Query is what a verify decision reads from an auth subrequest. Both
-// ServeHTTP and Server build one.
+// ServeHTTP and frontdoor.Server build one.
 type Query struct {
 	// RawQuery holds the location's rules (allow_users=…&allow_roles=…).
 	RawQuery string

@@ -13,7 +13,7 @@ import (
 
 func main() {
 	if os.Getenv("GOGC") == "" {
-		// The live heap is small (a cache of small entries). authz.Server
+		// The live heap is small (a cache of small entries). frontdoor.Server
 		// allocates once per cache hit, but each cache miss decodes a
 		// session (~55 allocations), and --stdlib-http allocates in
 		// net/http on every request: collecting at 5x the live heap

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/authz/authz/authz"
+	"github.com/authz/authz/frontdoor"
 	"github.com/authz/authz/logout"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -392,6 +393,10 @@ func serve(ctx context.Context, f *serveFlags) error {
 		v.SetStaleGuard(func(prefix string) bool { return tr.Enabled() && covered(tracked, prefix) })
 	}
 
+	fm, err := frontdoor.NewMetrics(reg, v.BoundCounter)
+	if err != nil {
+		return fmt.Errorf("front door metrics: %w", err)
+	}
 	ln, err := listen(f.listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
@@ -401,14 +406,13 @@ func serve(ctx context.Context, f *serveFlags) error {
 	mux.Handle("/", v.Handler())
 	mux.Handle("/readyz", d.readyz(v.ReadyHandler()))
 	mux.Handle("/logout", v.LogoutHandler(pub, f.logoutCfg))
-	var front server = &authz.Server{
-		Verifier: v, Fallback: mux, Log: log,
+	var front server = frontdoor.New(frontdoor.Config{
 		IdleTimeout:       5 * time.Minute,
 		ReadHeaderTimeout: f.readHeaderTimeout,
 		WriteTimeout:      f.writeTimeout,
 		MaxConns:          f.maxConns,
 		MaxHeaderBytes:    f.maxRequestHeaderBytes,
-	}
+	}, v, mux, fm, log)
 	if f.stdlibHTTP {
 		// /verify is nearly every request: skip the mux's pattern matching.
 		front = newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -422,7 +426,7 @@ func serve(ctx context.Context, f *serveFlags) error {
 		hs.MaxHeaderBytes = f.maxRequestHeaderBytes
 		hs.ReadHeaderTimeout = f.readHeaderTimeout
 		hs.WriteTimeout = f.writeTimeout
-		hs.ConnState = v.ConnState(f.maxConns)
+		hs.ConnState = frontdoor.ConnState(f.maxConns, fm)
 	}
 	servers := []server{front}
 	listeners := []net.Listener{ln}
@@ -664,7 +668,7 @@ func listen(addr string) (net.Listener, error) {
 	return ln, err
 }
 
-// server is an *http.Server or an *authz.Server.
+// server is an *http.Server or a *frontdoor.Server.
 type server interface {
 	Serve(net.Listener) error
 	Shutdown(context.Context) error

@@ -1,4 +1,4 @@
-package authz
+package frontdoor
 
 import (
 	"bufio"
@@ -15,14 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authz/authz/authz"
 	"github.com/authz/authz/internal/testenv"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // startServer serves f's Verifier with Server on a loopback port, with a
 // fallback that answers /healthz and echoes POST bodies; opts change the
-// Server before it starts.
-func startServer(t *testing.T, f *fixture, opts ...func(*Server)) string {
+// Config before it starts.
+func startServer(t *testing.T, f *fixture, opts ...func(*Config)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -32,20 +32,21 @@ func startServer(t *testing.T, f *fixture, opts ...func(*Server)) string {
 }
 
 // serveOn is startServer on a listener of the test's.
-func serveOn(t *testing.T, f *fixture, ln net.Listener, opts ...func(*Server)) string {
+func serveOn(t *testing.T, f *fixture, ln net.Listener, opts ...func(*Config)) string {
 	t.Helper()
 	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", Healthz)
+	mux.HandleFunc("/healthz", authz.Healthz)
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		w.Header().Set("X-Method", r.Method)
 		w.Header().Set("X-Host", r.Host)
 		w.Write(b)
 	})
-	s := &Server{Verifier: f.v, Fallback: mux, IdleTimeout: 2 * time.Second, MaxHeaderBytes: 8 << 10}
+	cfg := Config{IdleTimeout: 2 * time.Second, MaxHeaderBytes: 8 << 10}
 	for _, o := range opts {
-		o(s)
+		o(&cfg)
 	}
+	s := New(cfg, f.v, mux, f.m, nil)
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
 	t.Cleanup(func() {
@@ -240,7 +241,7 @@ func TestServerPipelinedAnswerNotHeldBack(t *testing.T) {
 func TestServerSurvivesHandlerPanic(t *testing.T) {
 	f := newFixture(t, nil)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	s := &Server{Verifier: f.v, Fallback: http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("boom") })}
+	s := New(Config{}, f.v, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("boom") }), f.m, nil)
 	go s.Serve(ln)
 	defer s.Shutdown(context.Background())
 	resps, closed := exchange(t, ln.Addr().String(), "GET /boom HTTP/1.1\r\n\r\n", 1)
@@ -255,7 +256,7 @@ func TestServerSurvivesHandlerPanic(t *testing.T) {
 func TestServerShutdownDrains(t *testing.T) {
 	f := newFixture(t, nil)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	s := &Server{Verifier: f.v}
+	s := New(Config{}, f.v, nil, f.m, nil)
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
 	// An idle keep-alive connection must not hold shutdown up.
@@ -284,7 +285,7 @@ func TestServerShutdownDrains(t *testing.T) {
 func TestServerKeepAlivesOff(t *testing.T) {
 	f := newFixture(t, nil)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	s := &Server{Verifier: f.v}
+	s := New(Config{}, f.v, nil, f.m, nil)
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
 	defer func() {
@@ -343,8 +344,8 @@ func TestServerHalfSentRequestTimesOut(t *testing.T) {
 	const rht = 300 * time.Millisecond
 	// The idle timeout is far longer than the test: only the header
 	// deadline can close these connections.
-	addr := startServer(t, f, func(s *Server) { s.IdleTimeout = time.Hour; s.ReadHeaderTimeout = rht })
-	timeouts := func() float64 { return testutil.ToFloat64(f.v.metrics.bounds.WithLabelValues("read_header_timeout")) }
+	addr := startServer(t, f, func(c *Config) { c.IdleTimeout = time.Hour; c.ReadHeaderTimeout = rht })
+	timeouts := func() float64 { return f.bound("read_header_timeout") }
 	before := timeouts()
 	for _, tc := range []struct{ name, first, then string }{
 		{"silent new connection", "", ""},
@@ -422,7 +423,7 @@ func TestServerWriteTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := serveOn(t, f, smallWriteBuffers{ln}, func(s *Server) { s.IdleTimeout = time.Hour; s.WriteTimeout = 300 * time.Millisecond })
+	addr := serveOn(t, f, smallWriteBuffers{ln}, func(c *Config) { c.IdleTimeout = time.Hour; c.WriteTimeout = 300 * time.Millisecond })
 	c, err := net.DialTCP("tcp", nil, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
 	if err != nil {
 		t.Fatal(err)
@@ -450,7 +451,7 @@ func TestServerWriteTimeout(t *testing.T) {
 
 func TestServerMaxConns(t *testing.T) {
 	f := newFixture(t, nil)
-	addr := startServer(t, f, func(s *Server) { s.MaxConns = 2 })
+	addr := startServer(t, f, func(c *Config) { c.MaxConns = 2 })
 	makesRoomAtTheCap(t, f, addr)
 	// Twenty half-sent requests, reconnected as fast as they are closed,
 	// never keep a new client out.
@@ -471,7 +472,7 @@ func TestServerMaxConns(t *testing.T) {
 		t.Fatalf("a client after twenty half-sent requests at the cap: %v", err)
 	}
 	testenv.WaitFor(t, 5*time.Second, "the connections closed to make room to end", func() bool {
-		return f.v.metrics.conns.Load() == 2
+		return f.m.conns.Load() == 2
 	})
 }
 
@@ -492,7 +493,7 @@ func askVerify(c net.Conn) error {
 // keep a new one out, and the other idle one keeps being served.
 func makesRoomAtTheCap(t *testing.T, f *fixture, addr string) {
 	t.Helper()
-	hits := func() float64 { return testutil.ToFloat64(f.v.metrics.bounds.WithLabelValues("connections")) }
+	hits := func() float64 { return f.bound("connections") }
 	before := hits()
 	dial := func() net.Conn {
 		c, err := net.Dial("tcp", addr)
@@ -508,7 +509,7 @@ func makesRoomAtTheCap(t *testing.T, f *fixture, addr string) {
 			t.Fatal(err)
 		}
 	}
-	if got := f.v.metrics.conns.Load(); got != 2 {
+	if got := f.m.conns.Load(); got != 2 {
 		t.Errorf("authz_connections_open %d, want 2", got)
 	}
 	if err := askVerify(dial()); err != nil {
@@ -521,7 +522,7 @@ func makesRoomAtTheCap(t *testing.T, f *fixture, addr string) {
 	// microseconds: net/http marks a connection idle after its answer is
 	// sent); the other is still served.
 	testenv.WaitFor(t, 5*time.Second, "the connection closed to make room to end", func() bool {
-		return f.v.metrics.conns.Load() == 2
+		return f.m.conns.Load() == 2
 	})
 	var served int
 	for _, c := range kept {
@@ -559,7 +560,7 @@ func TestStdlibConnStateMakesRoom(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := &http.Server{Handler: f.v, ConnState: f.v.ConnState(2)}
+	hs := &http.Server{Handler: f.v, ConnState: ConnState(2, f.m)}
 	go hs.Serve(ln)
 	t.Cleanup(func() { hs.Close() })
 	makesRoomAtTheCap(t, f, ln.Addr().String())

@@ -1,4 +1,4 @@
-package authz
+package frontdoor
 
 import (
 	"bufio"
@@ -15,30 +15,34 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/authz/authz/authz"
 )
 
-// Server serves the verify endpoint to Nginx over HTTP/1.1 keep-alive
-// connections, and hands every other path to a fallback http.Handler.
+// Decider is what the front door asks of the read path: a decision, and
+// the two things of the decider's configuration the answer depends on
+// besides the decision itself. *authz.Verifier is one.
 //
-// Why not net/http alone: an auth subrequest is a few header lines in and a
-// few header lines out, and on the machines authz shares with Nginx the
-// generic server's per-request work (a Request and its Header map, a
-// context, deadline timers, a background read per request) costs more CPU
-// than the decision itself, and Nginx waits on every one of them. Server
-// parses only what a verify request needs and writes the answer straight
-// into the connection's buffer.
-//
-// It is deliberately narrow and fails closed: only origin-form targets,
-// HTTP/1.0 and 1.1, no header folding, no chunked request bodies, bounded
-// header size; anything else is answered 400, 413, 431 or 501 and the
-// connection closed. Nginx never sends those to an upstream, and a 4xx/5xx
-// on an auth subrequest denies the request.
-type Server struct {
-	// Verifier answers /verify.
-	Verifier *Verifier
-	// Fallback serves every other path (/healthz, /readyz, /logout); its
-	// response is buffered and sent with a Content-Length.
-	Fallback http.Handler
+// The answer's size is the decider's business: it leaves out of an Answer
+// what would not fit --max-answer-header-bytes less a fixed part (status
+// line, Date, Content-Length, Connection: close; under 128 bytes here), so
+// writeAnswer adds nothing but that part and the headers the Answer and
+// its Reason carry (TestEveryAnswerFitsTheCap).
+type Decider interface {
+	// Decide answers one auth subrequest.
+	Decide(ctx context.Context, q *authz.Query) authz.Answer
+	// RequestHost picks the host the user asked for from the headers a
+	// proxy may carry it in: which one counts is the decider's
+	// configuration (it chooses the tenant), not the server's.
+	RequestHost(xForwardedHost, xOriginalURL, host string) string
+	// UserHeader names the header that carries an allowed identity. It is
+	// read once, when the Server is made.
+	UserHeader() string
+}
+
+// Config is the Server's own configuration. The zero value of a field
+// means its documented default.
+type Config struct {
 	// IdleTimeout closes a kept-alive connection with no request for this
 	// long (default 5 minutes). Nginx keeps its idle upstream connections
 	// for less (keepalive_timeout 60s in nginx/).
@@ -65,12 +69,55 @@ type Server struct {
 	MaxConns int
 	// MaxHeaderBytes bounds a request's line and header (default 64 KiB).
 	MaxHeaderBytes int
-	// Log gets connection-level errors (default: discarded).
-	Log *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 5 * time.Minute
+	}
+	if c.ReadHeaderTimeout <= 0 {
+		c.ReadHeaderTimeout = 5 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = 10000
+	}
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = 64 << 10
+	}
+}
+
+// Server serves the verify endpoint to Nginx over HTTP/1.1 keep-alive
+// connections, and hands every other path to a fallback http.Handler.
+//
+// Why not net/http alone: an auth subrequest is a few header lines in and a
+// few header lines out, and on the machines authz shares with Nginx the
+// generic server's per-request work (a Request and its Header map, a
+// context, deadline timers, a background read per request) costs more CPU
+// than the decision itself, and Nginx waits on every one of them. Server
+// parses only what a verify request needs and writes the answer straight
+// into the connection's buffer.
+//
+// It is deliberately narrow and fails closed: only origin-form targets,
+// HTTP/1.0 and 1.1, no header folding, no chunked request bodies, bounded
+// header size; anything else is answered 400, 413, 431 or 501 and the
+// connection closed. Nginx never sends those to an upstream, and a 4xx/5xx
+// on an auth subrequest denies the request.
+type Server struct {
+	cfg Config
+	d   Decider
+	// userHeader is d.UserHeader(), read once.
+	userHeader string
+	// fallback serves every other path; its response is buffered and
+	// sent with a Content-Length.
+	fallback http.Handler
+	m        *Metrics
+	log      *slog.Logger
 
 	ctx     context.Context
 	cancel  context.CancelFunc
-	once    sync.Once
 	mu      sync.Mutex
 	ln      net.Listener
 	conns   map[*serverConn]struct{}
@@ -81,6 +128,29 @@ type Server struct {
 	date        atomic.Pointer[dateLine]
 }
 
+// New returns a Server answering /verify with d and every other path
+// (/healthz, /readyz, /logout) with fallback (nil: 404). It counts in m
+// (nil: nowhere) and logs connection-level errors to log (nil: nowhere).
+func New(cfg Config, d Decider, fallback http.Handler, m *Metrics, log *slog.Logger) *Server {
+	cfg.setDefaults()
+	if fallback == nil {
+		fallback = http.NotFoundHandler()
+	}
+	if m == nil {
+		m = unregisteredMetrics()
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg: cfg, d: d, userHeader: d.UserHeader(),
+		fallback: fallback, m: m, log: log,
+		conns: make(map[*serverConn]struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s
+}
+
 // maxBody bounds a request body the fallback may read (a logout form).
 const maxBody = 64 << 10
 
@@ -88,38 +158,9 @@ const maxBody = 64 << 10
 // (large_client_header_buffers 4 8k) keeps lines under 8 KiB.
 const lineBuffer = 16 << 10
 
-func (s *Server) init() {
-	s.once.Do(func() {
-		if s.IdleTimeout <= 0 {
-			s.IdleTimeout = 5 * time.Minute
-		}
-		if s.ReadHeaderTimeout <= 0 {
-			s.ReadHeaderTimeout = 5 * time.Second
-		}
-		if s.WriteTimeout <= 0 {
-			s.WriteTimeout = 10 * time.Second
-		}
-		if s.MaxConns <= 0 {
-			s.MaxConns = 10000
-		}
-		if s.MaxHeaderBytes <= 0 {
-			s.MaxHeaderBytes = 64 << 10
-		}
-		if s.Log == nil {
-			s.Log = slog.New(slog.DiscardHandler)
-		}
-		if s.Fallback == nil {
-			s.Fallback = http.NotFoundHandler()
-		}
-		s.ctx, s.cancel = context.WithCancel(context.Background())
-		s.conns = make(map[*serverConn]struct{})
-	})
-}
-
 // Serve accepts connections on ln until Shutdown. It returns
 // http.ErrServerClosed after Shutdown, like http.Server.
 func (s *Server) Serve(ln net.Listener) error {
-	s.init()
 	s.mu.Lock()
 	s.ln = ln
 	s.mu.Unlock()
@@ -137,7 +178,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.Log.Warn("accept failed; retrying", "err", err, "in", backoff)
+				s.log.Warn("accept failed; retrying", "err", err, "in", backoff)
 				time.Sleep(backoff)
 				continue
 			}
@@ -151,8 +192,8 @@ func (s *Server) Serve(ln net.Listener) error {
 			c.Close()
 			return http.ErrServerClosed
 		}
-		if len(s.conns) >= s.MaxConns {
-			s.Verifier.metrics.bound("connections")
+		if len(s.conns) >= s.cfg.MaxConns {
+			s.m.connections.Inc()
 			// Make room by closing the connection that has waited longest
 			// for a request, rather than refusing this one: connections a
 			// client opens and leaves idle must not keep Nginx's new ones
@@ -170,7 +211,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.conns[sc] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
-		s.Verifier.metrics.conns.Add(1)
+		s.m.conns.Add(1)
 		go sc.serve()
 	}
 }
@@ -191,7 +232,6 @@ func (s *Server) longestWaiting() *serverConn {
 // Shutdown stops accepting, lets every request in progress finish, closes
 // idle connections, and waits for all of them until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.init()
 	s.closing.Store(true)
 	s.mu.Lock()
 	if s.ln != nil {
@@ -226,7 +266,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // keepalive, a kube-proxy'd Service) opens its next connection wherever
 // its balancer points now, and no request in progress is cut.
 func (s *Server) SetKeepAlivesEnabled(v bool) {
-	s.init()
 	s.noKeepAlive.Store(!v)
 	if v {
 		return
@@ -304,21 +343,21 @@ func (sc *serverConn) serve() {
 	defer func() {
 		// A panicking handler costs its connection, not the process.
 		if p := recover(); p != nil && p != http.ErrAbortHandler {
-			s.Log.Error("panic serving a connection", "panic", p, "stack", string(debug.Stack()))
+			s.log.Error("panic serving a connection", "panic", p, "stack", string(debug.Stack()))
 		}
 		sc.bw.Flush()
 		sc.c.Close()
 		s.mu.Lock()
 		delete(s.conns, sc)
 		s.mu.Unlock()
-		s.Verifier.metrics.conns.Add(-1)
+		s.m.conns.Add(-1)
 		s.wg.Done()
 	}()
 	// Answers wait in bw while more pipelined requests are already
 	// buffered; flushingReader sends them before any read that could block.
 	sc.bw = bufio.NewWriterSize(sc.c, 4096)
 	sc.br = bufio.NewReaderSize(flushingReader{sc}, lineBuffer)
-	var q Query
+	var q authz.Query
 	// deadline is the idle read deadline last armed (zero: none is), and
 	// wdeadline the write deadline. Re-arming a deadline costs more than
 	// the rest of reading a request, so neither is set per request: each
@@ -327,7 +366,7 @@ func (sc *serverConn) serve() {
 	// between WriteTimeout/2 and WriteTimeout.
 	var deadline, wdeadline time.Time
 	// Until its first request a connection has ReadHeaderTimeout.
-	sc.c.SetReadDeadline(time.Now().Add(s.ReadHeaderTimeout))
+	sc.c.SetReadDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))
 	for n := 0; ; n++ {
 		if s.closing.Load() {
 			return
@@ -339,12 +378,12 @@ func (sc *serverConn) serve() {
 			// still busy): the clock read the deadlines need anyway dates
 			// it for MaxConns, which closes the longest waiting first.
 			sc.since.Store(now.UnixNano())
-			if now.After(wdeadline.Add(-s.WriteTimeout / 2)) {
-				wdeadline = now.Add(s.WriteTimeout)
+			if now.After(wdeadline.Add(-s.cfg.WriteTimeout / 2)) {
+				wdeadline = now.Add(s.cfg.WriteTimeout)
 				sc.c.SetWriteDeadline(wdeadline)
 			}
-			if idle && n > 0 && now.After(deadline.Add(-s.IdleTimeout/2)) {
-				deadline = now.Add(s.IdleTimeout)
+			if idle && n > 0 && now.After(deadline.Add(-s.cfg.IdleTimeout/2)) {
+				deadline = now.Add(s.cfg.IdleTimeout)
 				sc.c.SetReadDeadline(deadline)
 				if s.closing.Load() || s.noKeepAlive.Load() && sc.served.Load() {
 					return // a drain's wake-up may have come just before
@@ -365,7 +404,7 @@ func (sc *serverConn) serve() {
 			// A request has begun but its header has not all come: it
 			// gets ReadHeaderTimeout from now, and the idle deadline is
 			// armed again before the next wait.
-			sc.c.SetReadDeadline(time.Now().Add(s.ReadHeaderTimeout))
+			sc.c.SetReadDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))
 			deadline = time.Time{}
 		}
 		req, err := sc.readRequest()
@@ -373,7 +412,7 @@ func (sc *serverConn) serve() {
 		if err != nil {
 			var pe *parseError
 			if err == errHeaderTooBig {
-				s.Verifier.metrics.bound("request_header")
+				s.m.requestHeader.Inc()
 			}
 			if errors.As(err, &pe) {
 				sc.writeSimple(pe.status, "close")
@@ -387,14 +426,14 @@ func (sc *serverConn) serve() {
 			req.close = true // say so in this last answer
 		}
 		if req.path == "/verify" {
-			q = Query{
+			q = authz.Query{
 				RawQuery:      req.rawQuery,
 				Cookies:       req.cookies,
-				OriginalURI:   OriginalURI(req.origURI, req.origURL, req.forwardedURI),
-				Host:          s.Verifier.requestHost(req.forwardedHost, req.origURL, req.host),
+				OriginalURI:   authz.OriginalURI(req.origURI, req.origURL, req.forwardedURI),
+				Host:          s.d.RequestHost(req.forwardedHost, req.origURL, req.host),
 				Authorization: req.authorization,
 			}
-			sc.writeAnswer(s.Verifier.Decide(s.ctx, &q), req)
+			sc.writeAnswer(s.d.Decide(s.ctx, &q), req)
 		} else if err := sc.fallback(req); err != nil {
 			return
 		}
@@ -413,7 +452,7 @@ func (sc *serverConn) serve() {
 func (sc *serverConn) timedOut(err error) {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() && !sc.s.closing.Load() && !sc.s.noKeepAlive.Load() {
-		sc.s.Verifier.metrics.bound("read_header_timeout")
+		sc.s.m.readHeaderTimeout.Inc()
 	}
 }
 
@@ -451,7 +490,7 @@ func (r flushingReader) Read(p []byte) (int, error) {
 // Authorization and the X-Original-* / X-Forwarded-* headers /verify reads
 // come at most once.
 func (sc *serverConn) readRequest() (*request, error) {
-	budget := sc.s.MaxHeaderBytes
+	budget := sc.s.cfg.MaxHeaderBytes
 	line, err := sc.readLine(&budget)
 	if err != nil {
 		return nil, err
@@ -647,7 +686,7 @@ func (sc *serverConn) readLine(budget *int) ([]byte, error) {
 }
 
 // writeAnswer writes a verify answer: status, identity headers, no body.
-func (sc *serverConn) writeAnswer(a Answer, req *request) {
+func (sc *serverConn) writeAnswer(a authz.Answer, req *request) {
 	if req.contentLength > 0 {
 		// Nginx strips the body of auth subrequests; drop any anyway.
 		if _, err := sc.br.Discard(int(req.contentLength)); err != nil {
@@ -660,18 +699,18 @@ func (sc *serverConn) writeAnswer(a Answer, req *request) {
 	w.Write(sc.s.dateHeader())
 	switch status {
 	case http.StatusOK:
-		writeHeader(w, sc.s.Verifier.cfg.UserHeader, a.Session.User)
+		writeHeader(w, sc.s.userHeader, a.Session.User)
 		for _, h := range a.Session.Headers {
 			writeHeader(w, h.Name, h.Value[0])
 		}
 		if a.AccessToken != "" {
-			writeHeader(w, AccessTokenHeader, a.AccessToken)
+			writeHeader(w, authz.AccessTokenHeader, a.AccessToken)
 		}
 	case http.StatusUnauthorized:
-		if a.Reason.bearer() {
-			writeHeader(w, "WWW-Authenticate", bearerChallenge)
+		if a.Reason.Bearer() {
+			writeHeader(w, "WWW-Authenticate", authz.BearerChallenge)
 		} else {
-			writeHeader(w, redirectHeader, a.Redirect)
+			writeHeader(w, authz.RedirectHeader, a.Redirect)
 		}
 	case http.StatusServiceUnavailable:
 		w.WriteString("Retry-After: 1\r\n")
@@ -724,7 +763,7 @@ func (sc *serverConn) fallback(req *request) error {
 	}
 	r.Close = req.close
 	rw := &bufferedResponse{h: make(http.Header)}
-	sc.s.Fallback.ServeHTTP(rw, r)
+	sc.s.fallback.ServeHTTP(rw, r)
 	if rw.status == 0 {
 		rw.status = http.StatusOK
 	}
