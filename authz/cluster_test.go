@@ -28,6 +28,7 @@ func TestClusterBreakerPerMaster(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	v, err := New(Config{
 		Secrets: []string{testSecret}, RedisTimeout: 200 * time.Millisecond,
+		Topology: TopologyCluster, Cluster: rdb,
 		BreakerFailures: 2, BreakerCooldown: time.Hour, NegativeCacheTTL: -1, TouchInterval: -1,
 	}, rdb, reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -102,7 +103,8 @@ func TestClusterLateSaveDeletedEvenIfMarkerCannotBeLengthened(t *testing.T) {
 	c := testenv.StartClusterArgs(t, "--rename-command", "EVAL", "EVAL_taken_away", "--rename-command", "PEXPIRE", "PEXPIRE_taken_away")
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), ContextTimeoutEnabled: true, MaxRetries: -1})
 	t.Cleanup(func() { rdb.Close() })
-	v, err := New(Config{Secrets: []string{testSecret}, RedisTimeout: time.Second, StoreTTL: time.Hour},
+	v, err := New(Config{Secrets: []string{testSecret}, RedisTimeout: time.Second, StoreTTL: time.Hour,
+		Topology: TopologyCluster, Cluster: rdb},
 		rdb, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

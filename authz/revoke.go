@@ -142,7 +142,7 @@ func (v *Verifier) revoke(ctx context.Context, t *tenant, rs []revocation) (bool
 	// On one connection (a single node, Sentinel's master) a pipeline runs
 	// in order: one round trip. Only a cluster needs the markers confirmed
 	// before the DELs are sent.
-	if _, cluster := v.rdb.(*redis.ClusterClient); cluster {
+	if v.cfg.Topology == TopologyCluster {
 		if _, err := pipe.Exec(ctx); err != nil {
 			return false, fmt.Errorf("revoke %d sessions: write markers: %w", len(rs), err)
 		}
@@ -274,8 +274,8 @@ func (v *Verifier) walk(ctx context.Context, prefix string, step func(ctx contex
 			}
 		}
 	}
-	if cc, ok := v.rdb.(*redis.ClusterClient); ok {
-		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return each(ctx, c) })
+	if v.cfg.Cluster != nil {
+		return v.cfg.Cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return each(ctx, c) })
 	}
 	return each(ctx, v.rdb)
 }

@@ -221,7 +221,8 @@ func (v *Verifier) buildTenant(t Tenant) (*tenant, error) {
 		},
 		store: store{rdb: v.rdb, prefix: t.KeyPrefix, timeout: cfg.RedisTimeout,
 			maxBytes: cfg.MaxSessionBytes, revokedPrefix: cfg.RevokedPrefix,
-			storeTTL: cfg.StoreTTL, onEndAgain: v.endedAgain},
+			storeTTL: cfg.StoreTTL, onEndAgain: v.endedAgain,
+			cluster: cfg.Topology == TopologyCluster},
 		loginURL:    t.LoginURL,
 		tokenPrefix: tokenPrefix,
 	}, nil

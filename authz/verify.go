@@ -96,6 +96,13 @@ type Config struct {
 	// while the logout subscription is live, so no logout can have been
 	// missed (default 0: off, fail closed).
 	StaleIfError time.Duration
+	// Topology is how the Redis behind New's client is laid out (default
+	// TopologySingle); New refuses a client that cannot serve it.
+	Topology Topology
+	// Cluster is the client's cluster masters, required with
+	// TopologyCluster: the *redis.ClusterClient New is given. nil under
+	// any other topology.
+	Cluster ClusterNodes
 	// RevokeWaitReplicas makes a logout wait (WAIT, at most RedisTimeout/2)
 	// until this many replicas have its marker and DEL, so that a failover
 	// right after it cannot undo it (Sentinel). 0: don't wait.
@@ -257,11 +264,14 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, log *
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	if err := checkTopology(&cfg, rdb); err != nil {
+		return nil, err
+	}
 	v := &Verifier{
 		cfg:      cfg,
 		rdb:      rdb,
 		cache:    newCache(cfg.CacheSize),
-		breakers: newBreakers(rdb, cfg.BreakerFailures, cfg.BreakerCooldown, cfg.RedisTimeout),
+		breakers: newBreakers(cfg.Cluster, cfg.BreakerFailures, cfg.BreakerCooldown, cfg.RedisTimeout),
 		log:      log,
 		touches:  make(chan struct{}, 64),
 	}

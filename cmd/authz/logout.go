@@ -106,7 +106,7 @@ func (f *sessionFlags) tools(ctx context.Context) (*authz.Verifier, *logout.Publ
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	rdb, err := f.redis.client()
+	rdb, _, err := f.redis.connect(&cfg)
 	if err != nil {
 		return nil, nil, nil, err
 	}

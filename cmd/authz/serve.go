@@ -127,7 +127,12 @@ func (f *sessionFlags) config() (authz.Config, error) {
 		return c, errors.New("--max-session-bytes and --store-ttl must be positive")
 	}
 	c.RedisTimeout = f.redis.timeout
-	c.RevokeWaitReplicas = f.redis.waitReplicas()
+	// The topology is stated, from the flags that chose it; the cluster
+	// client itself joins the Config when it is made (connect).
+	if c.Topology, err = f.redis.topology(); err != nil {
+		return c, err
+	}
+	c.RevokeWaitReplicas = waitReplicas(c.Topology)
 	return c, nil
 }
 
@@ -293,7 +298,7 @@ func serve(ctx context.Context, f *serveFlags) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	rdb, err := f.redis.client()
+	rdb, cc, err := f.redis.connect(&cfg)
 	if err != nil {
 		return err
 	}
@@ -301,7 +306,7 @@ func serve(ctx context.Context, f *serveFlags) error {
 	// On a cluster, each node's connections are armed by a hook installed
 	// as go-redis makes the node: before anything is read.
 	var ct *logout.ClusterTracking
-	if cc, ok := rdb.(*redis.ClusterClient); ok && f.trackingOn() {
+	if cc != nil && f.trackingOn() {
 		ct = logout.NewClusterTracking(cc, logout.ClusterTrackingConfig{
 			NewNodeClient: f.redis.nodeClient, Heartbeat: f.heartbeat,
 			Timeout: max(f.redis.timeout, f.redis.dialTimeout), Logger: log,
