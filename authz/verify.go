@@ -251,8 +251,6 @@ type Verifier struct {
 	staleGuard atomic.Pointer[func(prefix string) bool]
 	// pending counts distinct Redis reads in flight (MaxPendingLoads).
 	pending atomic.Int64
-	// userWalks shares and bounds user-wide logouts (logout.go).
-	userWalks *userWalks
 	// rateLogged rate-limits the log lines a client can cause at will, such
 	// as an unknown host (unix nanoseconds of the last one).
 	rateLogged atomic.Int64
@@ -280,9 +278,6 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, log *
 		return nil, err
 	}
 	v.metrics = m
-	if v.userWalks, err = newUserWalks(reg); err != nil {
-		return nil, err
-	}
 	if err := v.SetTenants(cfg.Tenants); err != nil {
 		return nil, err
 	}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/authz/authz/authz"
 	"github.com/authz/authz/logout"
+	"github.com/authz/authz/signoff"
+	"github.com/authz/authz/tokens"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 )
@@ -51,17 +53,18 @@ func runLogout(ctx context.Context, out io.Writer, f *logoutFlags) error {
 	if (f.session == "") == (f.user == "") {
 		return errors.New("give exactly one of --session or --user")
 	}
-	v, pub, closeFn, err := f.tools(ctx)
+	tl, err := f.tools(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeFn()
+	defer tl.close()
+	pub := tl.pub
 	if f.session != "" {
-		sid, err := v.ParseSessionRef(f.tenant, strings.TrimSpace(f.session))
+		sid, err := tl.v.ParseSessionRef(f.tenant, strings.TrimSpace(f.session))
 		if err != nil {
 			return err
 		}
-		found, err := v.RevokeSession(ctx, f.tenant, sid)
+		found, err := tl.signoff.RevokeSession(ctx, f.tenant, sid)
 		if err != nil {
 			return err
 		}
@@ -76,7 +79,7 @@ func runLogout(ctx context.Context, out io.Writer, f *logoutFlags) error {
 		fmt.Fprintf(out, "revoked session %s; event published to %d subscribers\n", authz.SessionHash(sid), n)
 		return nil
 	}
-	count, err := v.RevokeUser(ctx, f.tenant, f.user)
+	count, err := tl.signoff.RevokeUser(ctx, f.tenant, f.user)
 	if err != nil {
 		return err
 	}
@@ -91,40 +94,54 @@ func runLogout(ctx context.Context, out io.Writer, f *logoutFlags) error {
 	return nil
 }
 
-// tools builds a Verifier and a Publisher for the session commands. A
-// secret is only needed to read a cookie value, so without one a random
-// placeholder stands in and cookie values are refused.
-func (f *sessionFlags) tools(ctx context.Context) (*authz.Verifier, *logout.Publisher, func(), error) {
+// tools are what the session and token commands work with: a Verifier
+// reading sessions as serve does, the write side over it, and a Publisher.
+type tools struct {
+	v       *authz.Verifier
+	signoff *signoff.Signoff
+	tokens  *tokens.Issuer
+	pub     *logout.Publisher
+	close   func()
+}
+
+// tools builds the session commands' tools. A secret is only needed to
+// read a cookie value, so without one a random placeholder stands in and
+// cookie values are refused.
+func (f *sessionFlags) tools(ctx context.Context) (*tools, error) {
 	log, err := f.log.logger()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	if len(f.secrets.secrets) == 0 && f.secrets.file == "" {
 		f.secrets.secrets = []string{"unset-" + rand.Text()}
 	}
 	cfg, err := f.config()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	rdb, _, err := f.redis.connect(&cfg)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	reg := prometheus.NewRegistry()
-	v, err := authz.New(cfg, rdb, reg, log.With("cmd", "logout"))
+	log = log.With("cmd", "logout")
+	tl := &tools{close: func() { rdb.Close() }}
+	tl.v, err = authz.New(cfg, rdb, reg, log)
 	if err == nil {
-		if err = v.Ready(ctx); err != nil {
+		if err = tl.v.Ready(ctx); err != nil {
 			err = fmt.Errorf("redis at %s unreachable: %w", f.redis.describe(), err)
 		}
 	}
+	if err == nil {
+		tl.signoff, err = signoff.New(tl.v, reg, log)
+	}
+	if err == nil {
+		tl.tokens = tokens.New(tl.v)
+		tl.pub, err = logout.NewPublisher(rdb, logout.PublisherConfig{Channel: f.channel, Origin: "authz-cli"}, reg)
+	}
 	if err != nil {
 		rdb.Close()
-		return nil, nil, nil, err
+		return nil, err
 	}
-	pub, err := logout.NewPublisher(rdb, logout.PublisherConfig{Channel: f.channel, Origin: "authz-cli"}, reg)
-	if err != nil {
-		rdb.Close()
-		return nil, nil, nil, err
-	}
-	return v, pub, func() { rdb.Close() }, nil
+	return tl, nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/authz/authz/authz"
 	"github.com/authz/authz/logout"
+	"github.com/authz/authz/signoff"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -152,7 +153,7 @@ type serveFlags struct {
 	trackingMode          string
 	stdlibHTTP            bool
 	heartbeat             time.Duration
-	logoutCfg             authz.LogoutConfig
+	logoutCfg             signoff.EndpointConfig
 }
 
 func newServe() *cobra.Command {
@@ -336,6 +337,11 @@ func serve(ctx context.Context, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
+	// The write side: /logout, over the Verifier's tenants and client.
+	off, err := signoff.New(v, reg, log)
+	if err != nil {
+		return err
+	}
 	sub, subClient, tr, err := f.subscriber(v, ct, log, reg)
 	if err != nil {
 		return err
@@ -362,7 +368,7 @@ func serve(ctx context.Context, f *serveFlags) error {
 	mux := http.NewServeMux()
 	mux.Handle("/", v.Handler())
 	mux.Handle("/readyz", d.readyz(v.ReadyHandler()))
-	mux.Handle("/logout", v.LogoutHandler(pub, f.logoutCfg))
+	mux.Handle("/logout", off.Endpoint(pub, f.logoutCfg))
 	var front server = &authz.Server{
 		Verifier: v, Fallback: mux, Log: log,
 		IdleTimeout:       5 * time.Minute,

@@ -40,16 +40,16 @@ func newSession() *cobra.Command {
 }
 
 func showSession(ctx context.Context, out io.Writer, f *sessionFlags, ref string) error {
-	v, _, closeFn, err := f.tools(ctx)
+	tl, err := f.tools(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeFn()
-	sid, err := v.ParseSessionRef(f.tenant, strings.TrimSpace(ref))
+	defer tl.close()
+	sid, err := tl.v.ParseSessionRef(f.tenant, strings.TrimSpace(ref))
 	if err != nil {
 		return err
 	}
-	s, ttl, err := v.Session(ctx, f.tenant, sid)
+	s, ttl, err := tl.v.Session(ctx, f.tenant, sid)
 	if err != nil {
 		return err
 	}
