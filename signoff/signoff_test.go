@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -228,5 +230,39 @@ func TestUserWalkSkipsAHugeValueUnread(t *testing.T) {
 	}
 	if sent := f.netOutput() - before; sent > 16<<20 {
 		t.Errorf("Redis sent %d bytes for a user-wide logout: the huge value crossed the network", sent)
+	}
+}
+
+// The write side reads the tenant table the read path routes with: a
+// reload is seen by logout as it is by verify, with no table of its own to
+// fall behind.
+func TestTenantReloadSeenByLogout(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	if _, err := f.s.RevokeUser(ctx, "acme", "42"); err == nil {
+		t.Fatal("RevokeUser of a tenant not loaded yet accepted")
+	}
+	ts, err := authz.ParseTenants([]byte(twoTenants))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.v.SetTenants(ts); err != nil {
+		t.Fatal(err)
+	}
+	sid := "acme42acme42acme42acme42"
+	f.tenantSession("sessions:acme:web:", sid, `{"cookie":{},"passport":{"user":"42"}}`)
+	if n, err := f.s.RevokeUser(ctx, "acme", "42"); err != nil || n != 1 {
+		t.Fatalf("RevokeUser(acme, 42) after the reload = %d, %v; want 1", n, err)
+	}
+	// The endpoint routes by host through the same table.
+	other := authz.Sign("acme43acme43acme43acme43", "acme-secret")
+	f.tenantSession("sessions:acme:web:", "acme43acme43acme43acme43", `{"cookie":{},"passport":{"user":"43"}}`)
+	req := httptest.NewRequest(http.MethodPost, "http://authz.internal/logout", nil)
+	req.Header.Set("X-Forwarded-Host", "shop.acme.test")
+	req.Header.Set("Cookie", "connect.sid="+other)
+	w := httptest.NewRecorder()
+	f.s.Endpoint(&lockedPub{}, EndpointConfig{}).ServeHTTP(w, req)
+	if w.Code != http.StatusSeeOther || f.rdb.Exists(ctx, "sessions:acme:web:acme43acme43acme43acme43").Val() != 0 {
+		t.Errorf("logout on a host of the reloaded table: %d, session left: %v", w.Code, f.rdb.Exists(ctx, "sessions:acme:web:acme43acme43acme43acme43").Val() != 0)
 	}
 }
