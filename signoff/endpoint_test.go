@@ -91,3 +91,40 @@ func TestLogoutEndpoint(t *testing.T) {
 		t.Errorf("logout with Redis down: %d; want 503", w.Code)
 	}
 }
+
+// `authz logout`: a session named by its id or its cookie value, or a
+// user, is ended and its event published, also when nothing was found
+// (instances may still cache it).
+func TestEndSessionAndUser(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	pub := &pubRecorder{}
+	sid, cookie := f.session(aliceJSON, time.Hour)
+	sid2, _ := f.session(aliceJSON, time.Hour)
+	for _, ref := range []string{cookie, sid2} {
+		id, found, heard, err := f.s.EndSession(ctx, pub, "", ref)
+		if err != nil || !found || heard != 1 {
+			t.Fatalf("EndSession(%.8s…) = %q, %v, %d, %v", ref, id, found, heard, err)
+		}
+	}
+	if len(pub.events) != 2 || pub.events[0].Session != sid || pub.events[1].Session != sid2 || pub.events[0].Kind != logout.KindSession {
+		t.Errorf("published %+v", pub.events)
+	}
+	if _, found, _, err := f.s.EndSession(ctx, pub, "", sid); err != nil || found || len(pub.events) != 3 {
+		t.Errorf("EndSession of an ended session: found %v, %v, %d events; want not found, published anyway", found, err, len(pub.events))
+	}
+	if _, _, _, err := f.s.EndSession(ctx, pub, "", "s:not.signed"); err == nil || len(pub.events) != 3 {
+		t.Errorf("EndSession of a cookie signed by no secret: %v; want an error and no event", err)
+	}
+	f.session(bobJSON, time.Hour)
+	f.session(bobJSON, time.Hour)
+	if n, heard, err := f.s.EndUser(ctx, pub, "", "bob"); err != nil || n != 2 || heard != 1 {
+		t.Errorf("EndUser(bob) = %d, %d, %v; want 2 sessions", n, heard, err)
+	}
+	if e := pub.events[len(pub.events)-1]; e.Kind != logout.KindUser || e.User != "bob" {
+		t.Errorf("published %+v", e)
+	}
+	if n, _, err := f.s.EndUser(ctx, pub, "", "bob"); err != nil || n != 0 || len(pub.events) != 5 {
+		t.Errorf("EndUser(bob) again = %d, %v, %d events; want none, published anyway", n, err, len(pub.events))
+	}
+}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/authz/authz/authz"
 	"github.com/authz/authz/internal/keyscan"
+	"github.com/authz/authz/logout"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -61,6 +62,10 @@ func New(v *authz.Verifier, reg prometheus.Registerer, log *slog.Logger) (*Signo
 // type and naming it in formatOf; the endpoint, the CLI and the shared
 // user-wide walks then serve it unchanged.
 type format struct {
+	// ref names the session what an operator pastes into `authz logout
+	// --session` names (for express sessions: its id, or its cookie
+	// value), by the id cookieSession would give.
+	ref func(s *Signoff, ks authz.Keyspace, ref string) (string, error)
 	// cookieSession names the session a cookie value (as the browser
 	// sends it) holds: the id its logout event and cache entry go by.
 	// false: the cookie is not a valid one of the tenant's.
@@ -84,6 +89,9 @@ func formatOf(authz.Keyspace) *format { return &expressSession }
 // Redis key, ended by a marker and a DEL (see revoke); a user's sessions
 // are found by walking the tenant's keys.
 var expressSession = format{
+	ref: func(s *Signoff, ks authz.Keyspace, ref string) (string, error) {
+		return s.v.ParseSessionRef(ks.Name(), ref)
+	},
 	cookieSession: func(ks authz.Keyspace, value string) (string, bool) {
 		sid, reason := ks.SessionID(value)
 		return sid, reason == ""
@@ -100,6 +108,40 @@ var expressSession = format{
 	},
 	endSession: (*Signoff).revokeSession,
 	endUser:    (*Signoff).revokeUser,
+}
+
+// EndSession is `authz logout --session`: it ends the one session of
+// tenant that ref names (what an operator pastes: for express sessions its
+// id or its cookie value) and publishes its logout event, even when the
+// session was gone, as instances may still cache it. It returns the
+// session's id, whether it existed, and how many subscribers heard the
+// event.
+func (s *Signoff) EndSession(ctx context.Context, pub Publisher, tenant, ref string) (id string, found bool, heard int64, err error) {
+	ks, err := s.v.Keyspace(tenant)
+	if err != nil {
+		return "", false, 0, err
+	}
+	f := formatOf(ks)
+	if id, err = f.ref(s, ks, ref); err != nil {
+		return "", false, 0, err
+	}
+	if found, err = f.endSession(s, ctx, ks, id); err != nil {
+		return id, false, 0, err
+	}
+	heard, err = pub.Publish(ctx, logout.Event{Kind: logout.KindSession, Session: id, Tenant: ks.Name()})
+	return id, found, heard, err
+}
+
+// EndUser is `authz logout --user`: it ends every session of user in
+// tenant and publishes the user's logout event, even when none was found,
+// as instances may still cache some. It returns how many sessions it ended
+// and how many subscribers heard the event.
+func (s *Signoff) EndUser(ctx context.Context, pub Publisher, tenant, user string) (ended int, heard int64, err error) {
+	if ended, err = s.RevokeUser(ctx, tenant, user); err != nil {
+		return ended, 0, err
+	}
+	heard, err = pub.Publish(ctx, logout.Event{Kind: logout.KindUser, User: user, Tenant: tenant})
+	return ended, heard, err
 }
 
 // RevokeSession ends one session of tenant ("" without a tenant file),

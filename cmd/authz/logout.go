@@ -58,18 +58,8 @@ func runLogout(ctx context.Context, out io.Writer, f *logoutFlags) error {
 		return err
 	}
 	defer tl.close()
-	pub := tl.pub
 	if f.session != "" {
-		sid, err := tl.v.ParseSessionRef(f.tenant, strings.TrimSpace(f.session))
-		if err != nil {
-			return err
-		}
-		found, err := tl.signoff.RevokeSession(ctx, f.tenant, sid)
-		if err != nil {
-			return err
-		}
-		// Publish even when the key is gone: instances may still cache it.
-		n, err := pub.Publish(ctx, logout.Event{Kind: logout.KindSession, Session: sid, Tenant: f.tenant})
+		sid, found, n, err := tl.signoff.EndSession(ctx, tl.pub, f.tenant, strings.TrimSpace(f.session))
 		if err != nil {
 			return err
 		}
@@ -79,11 +69,7 @@ func runLogout(ctx context.Context, out io.Writer, f *logoutFlags) error {
 		fmt.Fprintf(out, "revoked session %s; event published to %d subscribers\n", authz.SessionHash(sid), n)
 		return nil
 	}
-	count, err := tl.signoff.RevokeUser(ctx, f.tenant, f.user)
-	if err != nil {
-		return err
-	}
-	n, err := pub.Publish(ctx, logout.Event{Kind: logout.KindUser, User: f.user, Tenant: f.tenant})
+	count, n, err := tl.signoff.EndUser(ctx, tl.pub, f.tenant, f.user)
 	if err != nil {
 		return err
 	}
