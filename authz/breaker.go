@@ -6,8 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // errBreakerOpen means Redis failed too often lately to be worth waiting
@@ -67,16 +65,18 @@ type breakers struct {
 	// SLOTS), which no other bound covers: it runs before the breaker and
 	// the pending-load bound are consulted.
 	timeout time.Duration
-	// cluster is the client's slot map; nil: one breaker, one.
-	cluster *redis.ClusterClient
+	// cluster is the client's slot map (Config.Cluster); nil: one
+	// breaker, one.
+	cluster ClusterNodes
 	one     breaker
 	nodes   sync.Map // master address -> *breaker
 }
 
-func newBreakers(rdb redis.UniversalClient, failures int, cooldown, timeout time.Duration) *breakers {
-	bs := &breakers{failures: int32(failures), cooldown: int64(cooldown), timeout: timeout}
+// newBreakers makes the breakers of a cluster's masters (cluster, nil on
+// any other topology: one breaker).
+func newBreakers(cluster ClusterNodes, failures int, cooldown, timeout time.Duration) *breakers {
+	bs := &breakers{failures: int32(failures), cooldown: int64(cooldown), timeout: timeout, cluster: cluster}
 	bs.one = breaker{failures: bs.failures, cooldown: bs.cooldown}
-	bs.cluster, _ = rdb.(*redis.ClusterClient)
 	return bs
 }
 

@@ -1,8 +1,12 @@
 package authz
 
 import (
+	"context"
 	"strconv"
 	"testing"
+	"time"
+
+	"github.com/authz/authz/logout"
 )
 
 func TestCacheExpiryAndBound(t *testing.T) {
@@ -56,4 +60,29 @@ func TestCacheRemoveIf(t *testing.T) {
 	if c.get([]byte("1"), 0) == nil {
 		t.Fatal("bob's session went too")
 	}
+}
+
+func TestCacheFollowsSubscription(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.CacheTTL = time.Hour })
+	sid, c := f.session(bobJSON, time.Hour)
+	f.v.Subscribed(false)
+	gets := f.calls("getrange")
+	f.verify(c, "")
+	f.verify(c, "")
+	if n := f.calls("getrange") - gets; n != 2 {
+		t.Fatalf("subscription down: %d GETs for 2 requests; want 2 (no caching)", n)
+	}
+	f.v.Subscribed(true)
+	f.verify(c, "")
+	f.verify(c, "")
+	if n := f.calls("getrange") - gets; n != 3 {
+		t.Fatalf("subscription live: %d GETs; want 3 (cached again)", n)
+	}
+	// Tracking says the key changed: the next request reads it again.
+	f.rdb.Del(context.Background(), "sess:"+sid)
+	f.v.KeysChanged([]string{"sess:" + sid, "other:x"})
+	if w := f.verify(c, ""); w.Code != 401 {
+		t.Fatalf("after KeysChanged: %d; want 401", w.Code)
+	}
+	f.v.Logout(logout.Event{Kind: logout.KindUser, User: "nobody"})
 }

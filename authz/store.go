@@ -35,6 +35,10 @@ type store struct {
 	storeTTL time.Duration
 	// onEndAgain is told how each endAgain went (nil: ended).
 	onEndAgain func(error)
+	// cluster: the topology is a cluster, where a session's key and its
+	// marker may be on two masters, so writes that must land in order
+	// take a round trip each.
+	cluster bool
 }
 
 func (s *store) revokedKey(sid string) string { return s.revokedPrefix + s.prefix + sid }
@@ -125,7 +129,7 @@ func (s *store) endAgain(ctx context.Context, sid string, pttl time.Duration, da
 		ttl := max(pttl, maxAge, s.storeTTL) + time.Second
 		lengthen = append(lengthen, pipe.Eval(ctx, lengthenScript, []string{marker}, ttl.Milliseconds()))
 	}
-	if _, cluster := s.rdb.(*redis.ClusterClient); cluster {
+	if s.cluster {
 		// The DEL goes on even if lengthening failed: the key of a
 		// marked id is better gone in any case.
 		_, _ = pipe.Exec(ctx)

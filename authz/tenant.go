@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -65,6 +66,8 @@ type tenant struct {
 	// requests counts the tenant's decisions by outcome
 	// (authz_session_format_requests_total).
 	requests map[string]prometheus.Counter
+	// now is the Verifier's clock, for the write side's reads of cookies.
+	now func() time.Time
 	// revisionPrefix holds users' current revisions (revisionKey).
 	revisionPrefix string
 	// tokenPrefix holds the tenant's API tokens: TokenPrefix, plus the
@@ -268,9 +271,11 @@ func (v *Verifier) buildTenant(t Tenant) (*tenant, error) {
 		},
 		store: store{rdb: v.rdb, prefix: t.KeyPrefix, timeout: cfg.RedisTimeout,
 			maxBytes: cfg.MaxSessionBytes, revokedPrefix: cfg.RevokedPrefix,
-			storeTTL: cfg.StoreTTL, onEndAgain: v.endedAgain},
+			storeTTL: cfg.StoreTTL, onEndAgain: v.endedAgain,
+			cluster: cfg.Topology == TopologyCluster},
 		loginURL:       t.LoginURL,
 		revisionPrefix: cfg.RevisionPrefix,
+		now:            cfg.Now,
 		tokenPrefix:    tokenPrefix,
 	}, nil
 }

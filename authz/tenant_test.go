@@ -244,29 +244,6 @@ func TestTenantsAreSeparate(t *testing.T) {
 	}
 }
 
-func TestTenantUserLogoutStaysInTenant(t *testing.T) {
-	f := tenantFixture(t)
-	ctx := context.Background()
-	f.tenantSession("sessions:acme:web:", "acme42acme42acme42acme42", `{"cookie":{},"passport":{"user":"42"}}`)
-	f.tenantSession("sessions:globex:portal:", "glob42glob42glob42glob42", `{"cookie":{},"user":{"id":"42"}}`)
-	n, err := f.v.RevokeUser(ctx, "acme", "42")
-	if err != nil || n != 1 {
-		t.Fatalf("RevokeUser(acme, 42) = %d, %v; want 1", n, err)
-	}
-	if _, _, err := f.v.Session(ctx, "globex", "glob42glob42glob42glob42"); err != nil {
-		t.Fatalf("globex's user 42 was logged out by acme's logout: %v", err)
-	}
-	if _, _, err := f.v.Session(ctx, "acme", "acme42acme42acme42acme42"); !IsNotFound(err) {
-		t.Fatalf("acme's user 42 still has a session: %v", err)
-	}
-	if _, err := f.v.RevokeUser(ctx, "", "42"); err == nil {
-		t.Error("RevokeUser without a tenant accepted while several are configured")
-	}
-	if _, err := f.v.RevokeUser(ctx, "initech", "42"); err == nil {
-		t.Error("RevokeUser of an unknown tenant accepted")
-	}
-}
-
 func TestKeysChangedFindsTheTenant(t *testing.T) {
 	f := tenantFixture(t)
 	ts := f.v.tenants.Load()
@@ -373,12 +350,11 @@ func TestTenantTokensStayInTheirTenant(t *testing.T) {
 	if err := f.v.SetTenants(ts); err != nil {
 		t.Fatal(err)
 	}
-	tok, _, err := f.v.CreateToken(context.Background(), "acme", []byte(`{"user":{"id":"svc"}}`), time.Hour)
-	if err != nil {
+	// Stored under acme's token prefix, as `authz token create --tenant
+	// acme` stores it (package tokens checks that it does).
+	tok := NewToken()
+	if err := f.rdb.Set(context.Background(), "authz:token:acme:"+TokenHash(tok), `{"user":{"id":"svc"}}`, time.Hour).Err(); err != nil {
 		t.Fatal(err)
-	}
-	if n, _ := f.rdb.Exists(context.Background(), "authz:token:acme:"+TokenHash(tok)).Result(); n != 1 {
-		t.Fatal("the token is not under acme's token prefix")
 	}
 	for _, tc := range []struct {
 		host   string
@@ -401,9 +377,6 @@ func TestTenantTokensStayInTheirTenant(t *testing.T) {
 	f.v.KeysChanged([]string{"authz:token:acme:" + TokenHash(tok)})
 	if cached() {
 		t.Error("KeysChanged for the token's key left its answer cached")
-	}
-	if _, _, err := f.v.CreateToken(context.Background(), "", []byte(`{"user":{"id":"svc"}}`), time.Hour); err == nil {
-		t.Error("a token without a tenant was created while several are configured")
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -24,9 +23,9 @@ import (
 //
 // A token is random (256 bits), so SHA-256 needs no salt or stretching:
 // there is nothing to guess. It is looked up like a session: local cache,
-// then one Redis round trip, shared by concurrent misses. Revoking deletes
-// the key and publishes a token event; every instance drops its cached
-// entry at once.
+// then one Redis round trip, shared by concurrent misses. Revoking (package
+// tokens, the write side) deletes the key and publishes a token event;
+// every instance drops its cached entry at once.
 
 // TokenPrefixDefault is the default Config.TokenPrefix.
 const TokenPrefixDefault = "authz:token:"
@@ -240,145 +239,6 @@ func ParseTokenRef(ref string) (string, error) {
 	return TokenHash(ref), nil
 }
 
-// TokenInfo is what authz knows about a stored token; never the token.
-type TokenInfo struct {
-	// Hash is the token's id: hex SHA-256 of the token.
-	Hash string
-	// Name and Created come from the document's "token" object, as
-	// `authz token create` writes it; empty when absent.
-	Name    string
-	Created time.Time
-	// TTL is the key's remaining lifetime; negative when it never expires.
-	TTL time.Duration
-	// Session is the identity the token maps to, as a verify would see it;
-	// nil with Err set when the document is unreadable.
-	Session *Session
-	Err     error
-}
-
 // errNoTokenUser means a token document names nobody: every request with
 // the token would get 401.
 var errNoTokenUser = errors.New("no user at any user path")
-
-// tokenMeta is the "token" object `authz token create` stores alongside
-// the identity.
-type tokenMeta struct {
-	Name    string    `json:"name,omitempty"`
-	Created time.Time `json:"created"`
-}
-
-func (v *Verifier) tokenInfo(t *tenant, hash string, data []byte, ttl time.Duration) TokenInfo {
-	ti := TokenInfo{Hash: hash, TTL: ttl}
-	if len(data) > v.cfg.MaxSessionBytes {
-		ti.Err = errTooLarge
-		return ti
-	}
-	var doc struct {
-		Token tokenMeta `json:"token"`
-	}
-	if json.Unmarshal(data, &doc) == nil {
-		ti.Name, ti.Created = doc.Token.Name, doc.Token.Created
-	}
-	ti.Session, ti.Err = t.decoder.decode(data)
-	if ti.Err == nil && ti.Session.User == "" {
-		ti.Session, ti.Err = nil, errNoTokenUser
-	}
-	return ti
-}
-
-// CreateToken stores doc, a JSON object, under a new token that lives for
-// ttl (0: until revoked) and returns the token; authz keeps only its hash.
-// The document must name a user at one of the user paths, exactly as a
-// session would, or the token is refused rather than stored useless. The
-// token opens tenant's hosts only ("" without a tenant file).
-func (v *Verifier) CreateToken(ctx context.Context, tenant string, doc []byte, ttl time.Duration) (string, TokenInfo, error) {
-	if ttl < 0 {
-		return "", TokenInfo{}, errors.New("create token: negative TTL")
-	}
-	t, err := v.tenant(tenant)
-	if err != nil {
-		return "", TokenInfo{}, fmt.Errorf("create token: %w", err)
-	}
-	token := NewToken()
-	hash := TokenHash(token)
-	ti := v.tokenInfo(t, hash, doc, ttl)
-	if ti.Err != nil {
-		return "", ti, fmt.Errorf("create token: the identity document: %w", ti.Err)
-	}
-	if ttl == 0 {
-		ti.TTL = -1
-	}
-	ctx, cancel := context.WithTimeout(ctx, v.cfg.RedisTimeout*4)
-	defer cancel()
-	// NX: a token is never stored over another one (with 256 random bits
-	// a clash cannot happen; NX makes it cannot matter).
-	ok, err := v.rdb.SetNX(ctx, t.tokenPrefix+hash, doc, ttl).Result()
-	if err != nil {
-		return "", ti, fmt.Errorf("create token %s: %w", hash[:8], err)
-	}
-	if !ok {
-		return "", ti, fmt.Errorf("create token %s: the key exists", hash[:8])
-	}
-	return token, ti, nil
-}
-
-// Token reads one token's document straight from Redis (no cache).
-func (v *Verifier) Token(ctx context.Context, tenant, hash string) (TokenInfo, error) {
-	t, err := v.tenant(tenant)
-	if err != nil {
-		return TokenInfo{}, err
-	}
-	data, ttl, err := v.readToken(ctx, t, hash)
-	if errors.Is(err, errNotFound) {
-		return TokenInfo{}, fmt.Errorf("token %s: %w", hash[:8], err)
-	}
-	if err != nil && !errors.Is(err, errTooLarge) {
-		return TokenInfo{}, err
-	}
-	return v.tokenInfo(t, hash, data, ttl), nil
-}
-
-// RevokeToken deletes a token, named by its hash; it reports whether the
-// key existed. It does not publish; the caller does, so every instance
-// drops its cached entry. No marker is needed, unlike for sessions: only
-// `authz token create` writes token keys, and never the same one twice.
-func (v *Verifier) RevokeToken(ctx context.Context, tenant, hash string) (bool, error) {
-	if !IsTokenHash(hash) {
-		return false, errors.New("revoke token: not a token hash")
-	}
-	t, err := v.tenant(tenant)
-	if err != nil {
-		return false, fmt.Errorf("revoke token: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, v.cfg.RedisTimeout*4)
-	defer cancel()
-	n, err := v.rdb.Del(ctx, t.tokenPrefix+hash).Result()
-	if err != nil {
-		return false, fmt.Errorf("revoke token %s: %w", hash[:8], err)
-	}
-	return n > 0, nil
-}
-
-// Tokens calls fn for every stored token of tenant, one at a time,
-// walking its token prefix with SCAN (walk: every master of a cluster).
-func (v *Verifier) Tokens(ctx context.Context, tenant string, fn func(TokenInfo) error) error {
-	t, err := v.tenant(tenant)
-	if err != nil {
-		return fmt.Errorf("list tokens: %w", err)
-	}
-	err = v.walk(ctx, t.tokenPrefix, func(_ context.Context, batch []found) error {
-		for _, f := range batch {
-			if !IsTokenHash(f.id) {
-				continue // not a token key
-			}
-			if err := fn(v.tokenInfo(t, f.id, f.data, f.ttl)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("list tokens: %w", err)
-	}
-	return nil
-}

@@ -120,6 +120,13 @@ type Config struct {
 	// while the logout subscription is live, so no logout can have been
 	// missed (default 0: off, fail closed).
 	StaleIfError time.Duration
+	// Topology is how the Redis behind New's client is laid out (default
+	// TopologySingle); New refuses a client that cannot serve it.
+	Topology Topology
+	// Cluster is the client's cluster masters, required with
+	// TopologyCluster: the *redis.ClusterClient New is given. nil under
+	// any other topology.
+	Cluster ClusterNodes
 	// RevokeWaitReplicas makes a logout wait (WAIT, at most RedisTimeout/2)
 	// until this many replicas have its marker and DEL, so that a failover
 	// right after it cannot undo it (Sentinel). 0: don't wait.
@@ -274,8 +281,6 @@ type Verifier struct {
 	scratch sync.Pool
 	// pending counts distinct Redis reads in flight (MaxPendingLoads).
 	pending atomic.Int64
-	// userWalks shares and bounds user-wide logouts (logout.go).
-	userWalks *userWalks
 	// rateLogged rate-limits the log lines a client can cause at will, such
 	// as an unknown host (unix nanoseconds of the last one).
 	rateLogged atomic.Int64
@@ -287,11 +292,14 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, log *
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	if err := checkTopology(&cfg, rdb); err != nil {
+		return nil, err
+	}
 	v := &Verifier{
 		cfg:      cfg,
 		rdb:      rdb,
 		cache:    newCache(cfg.CacheSize),
-		breakers: newBreakers(rdb, cfg.BreakerFailures, cfg.BreakerCooldown, cfg.RedisTimeout),
+		breakers: newBreakers(cfg.Cluster, cfg.BreakerFailures, cfg.BreakerCooldown, cfg.RedisTimeout),
 		log:      log,
 		touches:  make(chan struct{}, 64),
 	}
@@ -301,9 +309,6 @@ func New(cfg Config, rdb redis.UniversalClient, reg prometheus.Registerer, log *
 		return nil, err
 	}
 	v.metrics = m
-	if v.userWalks, err = newUserWalks(reg); err != nil {
-		return nil, err
-	}
 	if err := v.SetTenants(cfg.Tenants); err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/authz/authz/authz"
 	"github.com/authz/authz/internal/testenv"
+	"github.com/authz/authz/tokens"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
@@ -77,7 +78,7 @@ func (f *fixture) session(json string, ttl time.Duration) (sid, cookie string) {
 // token creates an API token for doc and returns it.
 func (f *fixture) token(doc string, ttl time.Duration) string {
 	f.t.Helper()
-	tok, _, err := f.v.CreateToken(context.Background(), "", []byte(doc), ttl)
+	tok, _, err := tokens.New(f.v).Create(context.Background(), "", []byte(doc), ttl)
 	if err != nil {
 		f.t.Fatalf("CreateToken(%s): %v", doc, err)
 	}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/authz/authz/authz"
 	"github.com/authz/authz/logout"
+	"github.com/authz/authz/signoff"
+	"github.com/authz/authz/tokens"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 )
@@ -51,31 +53,19 @@ func runLogout(ctx context.Context, out io.Writer, f *logoutFlags) error {
 	if (f.session == "") == (f.user == "") {
 		return errors.New("give exactly one of --session or --user")
 	}
-	v, pub, closeFn, err := f.tools(ctx)
+	tl, err := f.tools(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeFn()
-	format, err := v.Format(f.tenant)
-	if err != nil {
-		return err
-	}
-	if !format.Stored() {
-		return logoutCookie(ctx, out, v, pub, f)
-	}
+	defer tl.close()
 	if f.session != "" {
-		sid, err := v.ParseSessionRef(f.tenant, strings.TrimSpace(f.session))
+		sid, found, n, err := tl.signoff.EndSession(ctx, tl.pub, f.tenant, strings.TrimSpace(f.session))
 		if err != nil {
 			return err
 		}
-		found, err := v.RevokeSession(ctx, f.tenant, sid)
-		if err != nil {
-			return err
-		}
-		// Publish even when the key is gone: instances may still cache it.
-		n, err := pub.Publish(ctx, logout.Event{Kind: logout.KindSession, Session: sid, Tenant: f.tenant})
-		if err != nil {
-			return err
+		if format, _ := tl.v.Format(f.tenant); !format.Stored() {
+			fmt.Fprintf(out, "denied cookie %s; event published to %d subscribers\n", authz.SessionHash(sid), n)
+			return nil
 		}
 		if !found {
 			return fmt.Errorf("no session %s in Redis (event published to %d subscribers anyway)", authz.SessionHash(sid), n)
@@ -83,13 +73,13 @@ func runLogout(ctx context.Context, out io.Writer, f *logoutFlags) error {
 		fmt.Fprintf(out, "revoked session %s; event published to %d subscribers\n", authz.SessionHash(sid), n)
 		return nil
 	}
-	count, err := v.RevokeUser(ctx, f.tenant, f.user)
+	count, n, err := tl.signoff.EndUser(ctx, tl.pub, f.tenant, f.user)
 	if err != nil {
 		return err
 	}
-	n, err := pub.Publish(ctx, logout.Event{Kind: logout.KindUser, User: f.user, Tenant: f.tenant})
-	if err != nil {
-		return err
+	if format, _ := tl.v.Format(f.tenant); !format.Stored() {
+		fmt.Fprintf(out, "moved user %q to a new revision: every cookie signed in before is refused; event published to %d subscribers\n", f.user, n)
+		return nil
 	}
 	if count == 0 {
 		return fmt.Errorf("user %q has no sessions in Redis (event published to %d subscribers anyway)", f.user, n)
@@ -98,67 +88,54 @@ func runLogout(ctx context.Context, out io.Writer, f *logoutFlags) error {
 	return nil
 }
 
-// logoutCookie is runLogout for a format whose cookie carries its
-// session: a deny entry for one cookie, or the user's revision moved on.
-func logoutCookie(ctx context.Context, out io.Writer, v *authz.Verifier, pub *logout.Publisher, f *logoutFlags) error {
-	if f.session != "" {
-		id, _, err := v.RevokeCookie(ctx, f.tenant, strings.TrimSpace(f.session))
-		if err != nil {
-			return err
-		}
-		n, err := pub.Publish(ctx, logout.Event{Kind: logout.KindSession, Session: id, Tenant: f.tenant})
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "denied cookie %s; event published to %d subscribers\n", authz.SessionHash(id), n)
-		return nil
-	}
-	rev, err := v.BumpRevision(ctx, f.tenant, f.user)
-	if err != nil {
-		return err
-	}
-	n, err := pub.Publish(ctx, logout.Event{Kind: logout.KindUser, User: f.user, Tenant: f.tenant})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "moved user %q to revision %d: every earlier cookie is refused; event published to %d subscribers\n", f.user, rev, n)
-	return nil
+// tools are what the session and token commands work with: a Verifier
+// reading sessions as serve does, the write side over it, and a Publisher.
+type tools struct {
+	v       *authz.Verifier
+	signoff *signoff.Signoff
+	tokens  *tokens.Issuer
+	pub     *logout.Publisher
+	close   func()
 }
 
-// tools builds a Verifier and a Publisher for the session commands. A
-// secret is only needed to read a cookie value, so without one a random
-// placeholder stands in and cookie values are refused.
-func (f *sessionFlags) tools(ctx context.Context) (*authz.Verifier, *logout.Publisher, func(), error) {
+// tools builds the session commands' tools. A secret is only needed to
+// read a cookie value, so without one a random placeholder stands in and
+// cookie values are refused.
+func (f *sessionFlags) tools(ctx context.Context) (*tools, error) {
 	log, err := f.log.logger()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	if len(f.secrets.secrets) == 0 && f.secrets.file == "" {
 		f.secrets.secrets = []string{"unset-" + rand.Text()}
 	}
 	cfg, err := f.config()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	rdb, err := f.redis.client()
+	rdb, _, err := f.redis.connect(&cfg)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	reg := prometheus.NewRegistry()
-	v, err := authz.New(cfg, rdb, reg, log.With("cmd", "logout"))
+	log = log.With("cmd", "logout")
+	tl := &tools{close: func() { rdb.Close() }}
+	tl.v, err = authz.New(cfg, rdb, reg, log)
 	if err == nil {
-		if err = v.Ready(ctx); err != nil {
+		if err = tl.v.Ready(ctx); err != nil {
 			err = fmt.Errorf("redis at %s unreachable: %w", f.redis.describe(), err)
 		}
 	}
+	if err == nil {
+		tl.signoff, err = signoff.New(tl.v, reg, log)
+	}
+	if err == nil {
+		tl.tokens = tokens.New(tl.v)
+		tl.pub, err = logout.NewPublisher(rdb, logout.PublisherConfig{Channel: f.channel, Origin: "authz-cli"}, reg)
+	}
 	if err != nil {
 		rdb.Close()
-		return nil, nil, nil, err
+		return nil, err
 	}
-	pub, err := logout.NewPublisher(rdb, logout.PublisherConfig{Channel: f.channel, Origin: "authz-cli"}, reg)
-	if err != nil {
-		rdb.Close()
-		return nil, nil, nil, err
-	}
-	return v, pub, func() { rdb.Close() }, nil
+	return tl, nil
 }

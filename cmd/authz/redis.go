@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/authz/authz/authz"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/pflag"
 )
@@ -238,15 +239,29 @@ func (t *redisTarget) tune(s tuning) {
 	}
 }
 
-// newClient builds the go-redis client of t's topology.
-func (t *redisTarget) newClient() redis.UniversalClient {
+// topology is the layout t selects, as authz.Config states it.
+func (t *redisTarget) topology() authz.Topology {
 	switch {
 	case t.failover != nil:
-		return redis.NewFailoverClient(t.failover)
+		return authz.TopologySentinel
 	case t.cluster != nil:
-		return redis.NewClusterClient(t.cluster)
+		return authz.TopologyCluster
 	}
-	return redis.NewClient(t.single)
+	return authz.TopologySingle
+}
+
+// newClient builds the go-redis client of t's topology and, on a cluster,
+// returns it a second time as what it is (nil elsewhere): the cluster's
+// masters authz.Config.Cluster and logout.ClusterTracking need.
+func (t *redisTarget) newClient() (redis.UniversalClient, *redis.ClusterClient) {
+	switch {
+	case t.failover != nil:
+		return redis.NewFailoverClient(t.failover), nil
+	case t.cluster != nil:
+		c := redis.NewClusterClient(t.cluster)
+		return c, c
+	}
+	return redis.NewClient(t.single), nil
 }
 
 // String names the topology and its addresses, never a password, for logs
@@ -262,11 +277,12 @@ func (t *redisTarget) String() string {
 }
 
 // client returns the client commands use: each call bounded by
-// --redis-timeout.
-func (f *redisFlags) client() (redis.UniversalClient, error) {
+// --redis-timeout. On a cluster it is returned a second time as a
+// *redis.ClusterClient (nil on any other topology).
+func (f *redisFlags) client() (redis.UniversalClient, *redis.ClusterClient, error) {
 	t, err := f.target()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	t.tune(tuning{
 		dial: f.dialTimeout, read: f.timeout, write: f.timeout, contextTimeout: true,
@@ -276,7 +292,23 @@ func (f *redisFlags) client() (redis.UniversalClient, error) {
 		maxRetries: 1,
 		poolSize:   f.poolSize,
 	})
-	return t.newClient(), nil
+	rdb, cluster := t.newClient()
+	return rdb, cluster, nil
+}
+
+// connect makes the client of cfg's topology (which config() took from
+// these flags) and completes cfg with the cluster's masters on a cluster.
+// The cluster client is returned a second time for what needs it as such
+// (logout.ClusterTracking); nil on any other topology.
+func (f *redisFlags) connect(cfg *authz.Config) (redis.UniversalClient, *redis.ClusterClient, error) {
+	rdb, cc, err := f.client()
+	if err != nil {
+		return nil, nil, err
+	}
+	if cc != nil {
+		cfg.Cluster = cc // never a nil *ClusterClient in the interface
+	}
+	return rdb, cc, nil
 }
 
 // nodeClient returns a client for one cluster node's invalidation
@@ -297,13 +329,23 @@ func (f *redisFlags) nodeClient(addr string, onConnect func(context.Context, *re
 	})
 }
 
+// topology is the layout the flags select: what authz.Config.Topology
+// states.
+func (f *redisFlags) topology() (authz.Topology, error) {
+	t, err := f.target()
+	if err != nil {
+		return 0, err
+	}
+	return t.topology(), nil
+}
+
 // waitReplicas is how many replicas a logout waits for
 // (authz.Config.RevokeWaitReplicas): one on Sentinel, whose failover
 // promotes a replica; none elsewhere (a single node may have no replica,
 // and on a cluster go-redis would send a keyless WAIT to any node, not to
 // the ones written).
-func (f *redisFlags) waitReplicas() int {
-	if t, err := f.target(); err == nil && t.failover != nil {
+func waitReplicas(t authz.Topology) int {
+	if t == authz.TopologySentinel {
 		return 1
 	}
 	return 0
@@ -320,14 +362,14 @@ func (f *redisFlags) describe() string {
 
 // isCluster reports whether the flags select a Redis Cluster.
 func (f *redisFlags) isCluster() bool {
-	t, err := f.target()
-	return err == nil && t.cluster != nil
+	t, err := f.topology()
+	return err == nil && t == authz.TopologyCluster
 }
 
 // isSentinel reports whether the flags select Sentinel.
 func (f *redisFlags) isSentinel() bool {
-	t, err := f.target()
-	return err == nil && t.failover != nil
+	t, err := f.topology()
+	return err == nil && t == authz.TopologySentinel
 }
 
 // subscriberClient returns the client the logout subscriber listens on:
@@ -373,5 +415,6 @@ func (f *redisFlags) subscriberClient(onConnect func(context.Context, *redis.Con
 			return d.DialContext(ctx, network, addr)
 		}
 	}
-	return t.newClient(), t.failover, nil
+	c, _ := t.newClient()
+	return c, t.failover, nil
 }

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/authz/authz/authz"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 )
 
@@ -98,5 +102,59 @@ func TestRedisTopologyRefused(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("%s: the error shows the password: %v", args, err)
 		}
+	}
+}
+
+// TestRedisFlagsStateTheTopology: each way of choosing a topology on the
+// command line states it in authz.Config (with the waits and the cluster
+// client that go with it), and authz.New accepts the client the flags
+// make for it. No connection is made: go-redis dials lazily.
+func TestRedisFlagsStateTheTopology(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want authz.Topology
+	}{
+		{nil, authz.TopologySingle},
+		{[]string{"--redis-url", "redis://:pw@r1:6380/2"}, authz.TopologySingle},
+		{[]string{"--redis-url", "rediss://r1:6380/0"}, authz.TopologySingle},
+		{[]string{"--redis-url", "redis+sentinel://s1:26379,s2:26379/0?master_name=m"}, authz.TopologySentinel},
+		{[]string{"--redis-url", "rediss+sentinel://s1:26379/0?master_name=m"}, authz.TopologySentinel},
+		{[]string{"--redis-sentinel-master", "m", "--redis-sentinel-addrs", "s1:26379"}, authz.TopologySentinel},
+		{[]string{"--redis-url", "redis://:pw@ignored:6379/0", "--redis-sentinel-master", "m", "--redis-sentinel-addrs", "s1:26379,s2:26379"}, authz.TopologySentinel},
+		{[]string{"--redis-url", "redis+sentinel://s1:26379/0", "--redis-sentinel-master", "m"}, authz.TopologySentinel},
+		{[]string{"--redis-url", "redis+cluster://n1:7000,n2:7001"}, authz.TopologyCluster},
+		{[]string{"--redis-url", "rediss+cluster://n1:7000"}, authz.TopologyCluster},
+		{[]string{"--redis-cluster-addrs", "n1:7000,n2:7001"}, authz.TopologyCluster},
+		{[]string{"--redis-url", "redis://:pw@ignored/0", "--redis-cluster-addrs", "n1:7000"}, authz.TopologyCluster},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var f sessionFlags
+			fs := newFlagSet()
+			f.register(fs)
+			if err := fs.Parse(append([]string{"--session-secret", "s"}, tc.args...)); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := f.config()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Topology != tc.want {
+				t.Fatalf("Topology = %s; want %s", cfg.Topology, tc.want)
+			}
+			if want := map[authz.Topology]int{authz.TopologySentinel: 1}[tc.want]; cfg.RevokeWaitReplicas != want {
+				t.Errorf("RevokeWaitReplicas = %d; want %d", cfg.RevokeWaitReplicas, want)
+			}
+			rdb, cc, err := f.redis.connect(&cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rdb.Close()
+			if (cc != nil) != (tc.want == authz.TopologyCluster) || (cfg.Cluster != nil) != (cc != nil) {
+				t.Errorf("cluster client %v, Config.Cluster %v; want both on a cluster only", cc != nil, cfg.Cluster != nil)
+			}
+			if _, err := authz.New(cfg, rdb, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+				t.Errorf("authz.New refuses the client the flags made: %v", err)
+			}
+		})
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/authz/authz/authz"
 	"github.com/authz/authz/frontdoor"
 	"github.com/authz/authz/logout"
+	"github.com/authz/authz/signoff"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -171,7 +172,12 @@ func (f *sessionFlags) config() (authz.Config, error) {
 		return c, errors.New("--max-session-bytes and --store-ttl must be positive")
 	}
 	c.RedisTimeout = f.redis.timeout
-	c.RevokeWaitReplicas = f.redis.waitReplicas()
+	// The topology is stated, from the flags that chose it; the cluster
+	// client itself joins the Config when it is made (connect).
+	if c.Topology, err = f.redis.topology(); err != nil {
+		return c, err
+	}
+	c.RevokeWaitReplicas = waitReplicas(c.Topology)
 	return c, nil
 }
 
@@ -191,7 +197,7 @@ type serveFlags struct {
 	trackingMode          string
 	stdlibHTTP            bool
 	heartbeat             time.Duration
-	logoutCfg             authz.LogoutConfig
+	logoutCfg             signoff.EndpointConfig
 }
 
 func newServe() *cobra.Command {
@@ -337,7 +343,7 @@ func serve(ctx context.Context, f *serveFlags) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	rdb, err := f.redis.client()
+	rdb, cc, err := f.redis.connect(&cfg)
 	if err != nil {
 		return err
 	}
@@ -345,7 +351,7 @@ func serve(ctx context.Context, f *serveFlags) error {
 	// On a cluster, each node's connections are armed by a hook installed
 	// as go-redis makes the node: before anything is read.
 	var ct *logout.ClusterTracking
-	if cc, ok := rdb.(*redis.ClusterClient); ok && f.trackingOn() {
+	if cc != nil && f.trackingOn() {
 		ct = logout.NewClusterTracking(cc, logout.ClusterTrackingConfig{
 			NewNodeClient: f.redis.nodeClient, Heartbeat: f.heartbeat,
 			Timeout: max(f.redis.timeout, f.redis.dialTimeout), Logger: log,
@@ -372,6 +378,11 @@ func serve(ctx context.Context, f *serveFlags) error {
 		log.Info("tenants loaded", "file", f.tenantsFile, "tenants", len(cfg.Tenants))
 	}
 	pub, err := logout.NewPublisher(rdb, logout.PublisherConfig{Channel: f.channel, Origin: "authz"}, reg)
+	if err != nil {
+		return err
+	}
+	// The write side: /logout, over the Verifier's tenants and client.
+	off, err := signoff.New(v, reg, log)
 	if err != nil {
 		return err
 	}
@@ -405,7 +416,7 @@ func serve(ctx context.Context, f *serveFlags) error {
 	mux := http.NewServeMux()
 	mux.Handle("/", v.Handler())
 	mux.Handle("/readyz", d.readyz(v.ReadyHandler()))
-	mux.Handle("/logout", v.LogoutHandler(pub, f.logoutCfg))
+	mux.Handle("/logout", off.Endpoint(pub, f.logoutCfg))
 	var front server = frontdoor.New(frontdoor.Config{
 		IdleTimeout:       5 * time.Minute,
 		ReadHeaderTimeout: f.readHeaderTimeout,

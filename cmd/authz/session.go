@@ -41,23 +41,23 @@ func newSession() *cobra.Command {
 }
 
 func showSession(ctx context.Context, out io.Writer, f *sessionFlags, ref string) error {
-	v, _, closeFn, err := f.tools(ctx)
+	tl, err := f.tools(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeFn()
-	format, err := v.Format(f.tenant)
+	defer tl.close()
+	format, err := tl.v.Format(f.tenant)
 	if err != nil {
 		return err
 	}
 	if !format.Stored() {
-		return showCookie(ctx, out, v, f.tenant, strings.TrimSpace(ref))
+		return showCookie(ctx, out, tl.v, f.tenant, strings.TrimSpace(ref))
 	}
-	sid, err := v.ParseSessionRef(f.tenant, strings.TrimSpace(ref))
+	sid, err := tl.v.ParseSessionRef(f.tenant, strings.TrimSpace(ref))
 	if err != nil {
 		return err
 	}
-	s, ttl, err := v.Session(ctx, f.tenant, sid)
+	s, ttl, err := tl.v.Session(ctx, f.tenant, sid)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/authz/authz/authz"
 	"github.com/authz/authz/logout"
+	"github.com/authz/authz/tokens"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -32,11 +33,11 @@ func (f *tokenFlags) register(fs *pflag.FlagSet) {
 	f.log.register(fs)
 }
 
-// verifier returns a Verifier and Publisher for the token commands. Bearer
-// tokens are turned on so the prefixes are checked as serve checks them.
-func (f *tokenFlags) verifier(ctx context.Context) (*authz.Verifier, *logout.Publisher, func(), error) {
+// tools returns the token commands' tools. Bearer tokens are turned on so
+// the prefixes are checked as serve checks them.
+func (f *tokenFlags) tools(ctx context.Context) (*tools, error) {
 	f.cfg.BearerTokens = true
-	return f.tools(ctx)
+	return f.sessionFlags.tools(ctx)
 }
 
 func newToken() *cobra.Command {
@@ -137,12 +138,12 @@ func createToken(ctx context.Context, out, info io.Writer, f *tokenCreateFlags) 
 	if err != nil {
 		return err
 	}
-	v, _, closeFn, err := f.verifier(ctx)
+	tl, err := f.tools(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeFn()
-	tok, ti, err := v.CreateToken(ctx, f.tenant, doc, f.ttl)
+	defer tl.close()
+	tok, ti, err := tl.tokens.Create(ctx, f.tenant, doc, f.ttl)
 	if err != nil {
 		return err
 	}
@@ -190,17 +191,17 @@ func revokeToken(ctx context.Context, out io.Writer, f *tokenFlags, ref string) 
 	if err != nil {
 		return err // names the expected forms, never echoes ref: it may be a token
 	}
-	v, pub, closeFn, err := f.verifier(ctx)
+	tl, err := f.tools(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeFn()
-	found, err := v.RevokeToken(ctx, f.tenant, hash)
+	defer tl.close()
+	found, err := tl.tokens.Revoke(ctx, f.tenant, hash)
 	if err != nil {
 		return err
 	}
 	// Publish even when the key is gone: instances may still cache it.
-	n, err := pub.Publish(ctx, logout.Event{Kind: logout.KindToken, Token: hash, Tenant: f.tenant})
+	n, err := tl.pub.Publish(ctx, logout.Event{Kind: logout.KindToken, Token: hash, Tenant: f.tenant})
 	if err != nil {
 		return err
 	}
@@ -231,15 +232,15 @@ func newTokenList() *cobra.Command {
 }
 
 func listTokens(ctx context.Context, out io.Writer, f *tokenFlags) error {
-	v, _, closeFn, err := f.verifier(ctx)
+	tl, err := f.tools(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeFn()
+	defer tl.close()
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HASH\tNAME\tUSER\tROLES\tCREATED\tEXPIRES")
 	now := time.Now()
-	err = v.Tokens(ctx, f.tenant, func(ti authz.TokenInfo) error {
+	err = tl.tokens.List(ctx, f.tenant, func(ti tokens.Info) error {
 		user, roles := "", ""
 		if ti.Err != nil {
 			user = "(unreadable: every request with it gets 401)"

@@ -4,16 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
-// What a logout means for a format whose cookie carries the session
-// (client-sessions, cookie-session): nothing in Redis can be deleted, so a
-// logout writes what the read path checks beside the cookie. One cookie
-// ends by a deny entry under its cookieID; all of a user's cookies end by
-// moving the user's revision on (docs/formats.md).
+// What ends a session its cookie carries (client-sessions, cookie-session),
+// as the read path sees it: nothing in Redis can be deleted, so a logout
+// (package signoff) writes what /verify checks beside the cookie. One
+// cookie ends by a deny entry under its cookieID; all of a user's cookies
+// end by the user's revision moving on (docs/formats.md).
 
 // Format returns the session format of tenant ("" without a tenant file).
 func (v *Verifier) Format(tenant string) (Format, error) {
@@ -80,83 +77,6 @@ func (v *Verifier) openCookie(t *tenant, value string) (*cookieFormat, *Session,
 		return nil, nil, fmt.Errorf("session cookie: %w", err)
 	}
 	return cf, s, nil
-}
-
-// RevokeCookie ends one cookie of a format that carries its session: a
-// deny entry under its cookie id, kept as long as the cookie could be
-// presented (its remaining lifetime, at least StoreTTL; cookie-session
-// cookies carry no expiry, so StoreTTL). The cookie must verify: nobody
-// fills Redis with entries for cookies that were never issued. It returns
-// the cookie id for the logout event and the session's user. It does not
-// publish; the caller does.
-func (v *Verifier) RevokeCookie(ctx context.Context, tenant, value string) (id, user string, err error) {
-	t, err := v.tenant(tenant)
-	if err != nil {
-		return "", "", err
-	}
-	_, s, err := v.openCookie(t, value)
-	if err != nil {
-		return "", "", err
-	}
-	id = CookieID(value)
-	if err := v.deny(ctx, t, id, s); err != nil {
-		return "", "", err
-	}
-	return id, s.User, nil
-}
-
-func (v *Verifier) deny(ctx context.Context, t *tenant, id string, s *Session) error {
-	ctx, cancel := context.WithTimeout(ctx, v.cfg.RedisTimeout*4)
-	defer cancel()
-	var left time.Duration
-	if !s.Expires.IsZero() {
-		left = s.Expires.Sub(v.cfg.Now()) + time.Second
-	}
-	// revoke's marker is the deny entry; the DEL beside it finds nothing.
-	if _, err := v.revoke(ctx, t, []revocation{{sid: id, pttl: left, maxAge: left}}); err != nil {
-		return fmt.Errorf("deny cookie %s: %w", shortHash(id), err)
-	}
-	return nil
-}
-
-// BumpRevision ends every cookie of user in a tenant whose format carries
-// its session: it moves the user's revision on (INCR), so no cookie signed
-// in before carries the current one. It returns the new revision. It does
-// not publish; the caller does.
-func (v *Verifier) BumpRevision(ctx context.Context, tenant, user string) (int64, error) {
-	if user == "" {
-		return 0, errors.New("bump revision: empty user id")
-	}
-	t, err := v.tenant(tenant)
-	if err != nil {
-		return 0, err
-	}
-	cf, ok := t.format.(*cookieFormat)
-	if !ok {
-		return 0, fmt.Errorf("%s sessions end when their key in Redis does: there is no revision to move", t.format.format())
-	}
-	if cf.revisionPath == nil {
-		return 0, fmt.Errorf("no revision path (--revision-path) for %s sessions: a user-wide logout cannot end them", cf.f)
-	}
-	ctx, cancel := context.WithTimeout(ctx, v.cfg.RedisTimeout*4)
-	defer cancel()
-	key := t.revisionKey(user)
-	pipe := v.rdb.Pipeline()
-	incr := pipe.Incr(ctx, key)
-	var wait *redis.Cmd
-	if n := v.cfg.RevokeWaitReplicas; n > 0 {
-		wait = pipe.Do(ctx, "WAIT", n, max(1, (v.cfg.RedisTimeout/2).Milliseconds()))
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return 0, fmt.Errorf("bump revision of user %q: %w", user, err)
-	}
-	if wait != nil {
-		if n, _ := wait.Int64(); n < int64(v.cfg.RevokeWaitReplicas) {
-			v.log.Warn("logout written on the master but not yet confirmed by a replica; a failover right now could undo it",
-				"revision", true, "replicas_acked", n, "wanted", v.cfg.RevokeWaitReplicas)
-		}
-	}
-	return incr.Val(), nil
 }
 
 // Revision returns user's current revision in tenant (0 when none is

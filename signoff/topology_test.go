@@ -1,20 +1,60 @@
-package authz
+package signoff
 
 import (
 	"bytes"
 	"context"
-	"log/slog"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/authz/authz/authz"
 	"github.com/authz/authz/internal/testenv"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
+
+// On a cluster whose Redis cannot lengthen the marker (Redis 6 has no
+// PEXPIRE GT; here the commands are taken away), a session saved back after
+// its logout is still deleted: before, the failed lengthening returned
+// before the DEL, and apps reading the session themselves found it alive.
+func TestClusterLateSaveDeletedEvenIfMarkerCannotBeLengthened(t *testing.T) {
+	c := testenv.StartClusterArgs(t, "--rename-command", "EVAL", "EVAL_taken_away", "--rename-command", "PEXPIRE", "PEXPIRE_taken_away")
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), ContextTimeoutEnabled: true, MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	v, s, reg := build(t, authz.Config{Secrets: []string{testSecret}, RedisTimeout: time.Second, StoreTTL: time.Hour,
+		Topology: authz.TopologyCluster, Cluster: rdb}, rdb, io.Discard)
+	ctx := context.Background()
+	sid := fmt.Sprintf("cluster%025d", 1)
+	if err := rdb.Set(ctx, "sess:"+sid, aliceJSON, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RevokeSession(ctx, "", sid); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Set(ctx, "sess:"+sid, aliceJSON, 30*24*time.Hour).Err(); err != nil { // the late save
+		t.Fatal(err)
+	}
+	v.InvalidateAll()
+	req := httptest.NewRequest(http.MethodGet, "/verify", nil)
+	req.Header.Set("Cookie", "connect.sid="+authz.Sign(sid, testSecret))
+	w := httptest.NewRecorder()
+	v.ServeHTTP(w, req)
+	if w.Code != 401 {
+		t.Fatalf("late-saved session after logout: %d; want 401", w.Code)
+	}
+	testenv.WaitFor(t, 5*time.Second, "the late-saved key to be deleted", func() bool {
+		return rdb.Exists(ctx, "sess:"+sid).Val() == 0
+	})
+	if got := counter(t, reg, "authz_sessions_ended_again_total", "error"); got != 1 {
+		t.Errorf("authz_sessions_ended_again_total{result=error} = %v; want 1 (the marker was not lengthened)", got)
+	}
+}
 
 type syncBuffer struct {
 	mu sync.Mutex
@@ -52,27 +92,23 @@ func TestRevokeWaitsForReplica(t *testing.T) {
 	// of (WAIT waits half of it); the frozen one a short one, to bound the
 	// logout's wait.
 	const timeout = 400 * time.Millisecond
-	verifier := func(timeout time.Duration) *Verifier {
-		v, err := New(Config{Secrets: []string{testSecret}, RedisTimeout: timeout, RevokeWaitReplicas: 1},
-			rdb, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(&logs, nil)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
+	signoff := func(timeout time.Duration) *Signoff {
+		_, s, _ := build(t, authz.Config{Secrets: []string{testSecret}, RedisTimeout: timeout, RevokeWaitReplicas: 1}, rdb, &logs)
+		return s
 	}
 	rc := replica.Client()
 	for i, sid := range []string{"replicatedreplicatedreplicated01", "replicatedreplicatedreplicated02"} {
 		rdb.Set(ctx, "sess:"+sid, aliceJSON, time.Hour)
 		frozen := i == 1
-		v := verifier(10 * time.Second)
+		s := signoff(10 * time.Second)
 		if frozen {
-			v = verifier(timeout)
+			s = signoff(timeout)
 		}
 		if frozen {
 			replica.Signal(syscall.SIGSTOP)
 		}
 		start := time.Now()
-		if found, err := v.RevokeSession(ctx, "", sid); err != nil || !found {
+		if found, err := s.RevokeSession(ctx, "", sid); err != nil || !found {
 			t.Fatalf("RevokeSession = %v, %v", found, err)
 		}
 		took := time.Since(start)

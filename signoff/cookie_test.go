@@ -1,0 +1,126 @@
+package signoff
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/authz/authz/authz"
+	"github.com/authz/authz/logout"
+)
+
+// csVector is a client-sessions cookie the real npm package made, of ann
+// at revision 3 (sessionfmt/testdata/vectors.json).
+func csVector(t *testing.T) (cookieName, secret, cookie string, now time.Time) {
+	b, err := os.ReadFile("../sessionfmt/testdata/vectors.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		NowMS          int64 `json:"now_ms"`
+		ClientSessions []struct {
+			Config struct{ CookieName, Secret string } `json:"config"`
+			Cookie string                              `json:"cookie"`
+		} `json:"client_sessions"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	c := v.ClientSessions[0]
+	return c.Config.CookieName, c.Config.Secret, c.Cookie, time.UnixMilli(v.NowMS)
+}
+
+// A logout of a cookie that carries its session writes what /verify
+// checks beside it: a deny entry for that cookie (never the cookie), kept
+// as long as the cookie lives; for the user, the revision moved on.
+func TestCookieLogout(t *testing.T) {
+	name, secret, cookie, now := csVector(t)
+	f := newFixture(t, func(c *authz.Config) {
+		c.Format, c.CookieName, c.Secrets = authz.FormatClientSessions, name, []string{secret}
+		c.UserPaths, c.RevisionPath = [][]string{{"username"}}, []string{"rev"}
+		c.Now = func() time.Time { return now }
+	})
+	ctx := context.Background()
+	f.rdb.Set(ctx, "authz:rev:ann", 3, 0)
+	decide := func(c string) authz.Reason {
+		return f.v.Decide(ctx, &authz.Query{Cookies: []string{name + "=" + c}, Host: "x"}).Reason
+	}
+	if r := decide(cookie); r != authz.ReasonOK {
+		t.Fatalf("before: %s", r)
+	}
+
+	pub := &pubRecorder{}
+	id, found, _, err := f.s.EndSession(ctx, pub, "", cookie)
+	if err != nil || !found || id != authz.CookieID(cookie) {
+		t.Fatalf("EndSession = %q, %v, %v", id, found, err)
+	}
+	if len(pub.events) != 1 || pub.events[0].Kind != logout.KindSession || pub.events[0].Session != id {
+		t.Fatalf("events %+v", pub.events)
+	}
+	deny := "authz:revoked:sess:" + id
+	// The vector's cookie lives a day from now: the entry at least that
+	// (the store TTL, 24 h, is also the floor).
+	if ttl := f.rdb.PTTL(ctx, deny).Val(); ttl < 23*time.Hour {
+		t.Fatalf("deny entry TTL %v", ttl)
+	}
+	for _, k := range f.rdb.Keys(ctx, "*").Val() {
+		if v := f.rdb.Get(ctx, k).Val(); k == cookie || v == cookie {
+			t.Fatalf("Redis holds the cookie at %q", k)
+		}
+	}
+	f.v.Invalidate(id)
+	if r := decide(cookie); r != authz.ReasonRevoked {
+		t.Fatalf("after the one-cookie logout: %s", r)
+	}
+
+	// A forged cookie denies nothing.
+	forged := cookie[:len(cookie)-2] + "AA"
+	if _, _, _, err := f.s.EndSession(ctx, pub, "", forged); err == nil {
+		t.Fatal("EndSession took a forged cookie")
+	}
+
+	f.rdb.Del(ctx, deny)
+	f.v.InvalidateAll()
+	n, _, err := f.s.EndUser(ctx, pub, "", "ann")
+	if err != nil || n != 1 || f.rdb.Get(ctx, "authz:rev:ann").Val() != "4" {
+		t.Fatalf("EndUser = %d, %v; revision %q", n, err, f.rdb.Get(ctx, "authz:rev:ann").Val())
+	}
+	f.v.InvalidateUser("", "ann") // the event
+	if r := decide(cookie); r != authz.ReasonStaleRevision {
+		t.Fatalf("after the user-wide logout: %s", r)
+	}
+}
+
+// POST /logout with such a cookie denies it, moves the user's revision on
+// with everywhere=1, and clears the cookie.
+func TestCookieLogoutEndpoint(t *testing.T) {
+	name, secret, cookie, now := csVector(t)
+	f := newFixture(t, func(c *authz.Config) {
+		c.Format, c.CookieName, c.Secrets = authz.FormatClientSessions, name, []string{secret}
+		c.UserPaths, c.RevisionPath = [][]string{{"username"}}, []string{"rev"}
+		c.Now = func() time.Time { return now }
+	})
+	ctx := context.Background()
+	pub := &pubRecorder{}
+	h := f.s.Endpoint(pub, EndpointConfig{})
+	req := httptest.NewRequest(http.MethodPost, "/logout?everywhere=1", nil)
+	req.Header.Set("Cookie", name+"="+cookie)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	if w.Code != http.StatusSeeOther {
+		t.Fatalf("status %d", w.Code)
+	}
+	if got := w.Header().Get("Set-Cookie"); got == "" || got[:len(name)+1] != name+"=" {
+		t.Fatalf("Set-Cookie %q", got)
+	}
+	if f.rdb.Get(ctx, "authz:rev:ann").Val() != "1" || f.rdb.Exists(ctx, "authz:revoked:sess:"+authz.CookieID(cookie)).Val() != 1 {
+		t.Fatal("the endpoint left no revision or no deny entry")
+	}
+	if len(pub.events) != 1 || pub.events[0].Kind != logout.KindUser || pub.events[0].User != "ann" {
+		t.Fatalf("events %+v", pub.events)
+	}
+}
