@@ -35,6 +35,11 @@
 #       npm package's own cookies).
 #       target: g/b >= 0.95 (client-sessions within 5% of express-session
 #       through Nginx); g/e is printed beside b/e.
+#       With b, b and g swap places in every even round: where a scenario
+#       runs in the round moves its req/s by a few percent (the one right
+#       after (a) lost 5-7% in every round, b or g alike), which would
+#       otherwise be counted as a difference of formats. With an even
+#       ROUNDS each runs as often in either place.
 #   Why a second authz and not one authz with a tenant file of both formats:
 #   (b) and (c) then run exactly as without (g) (no tenant lookup, the same
 #   flags), so their figures stay comparable with runs that leave (g) out,
@@ -101,7 +106,8 @@
 # Settings (environment):
 #   DURATION=6   seconds per measured run (1..60)
 #   ROUNDS=5     rounds of a b e c d (1..20); medians over rounds are reported
-#   SCENARIOS="a b e c d"   which scenarios, in this order each round (a-g)
+#   SCENARIOS="a b e c d"   which scenarios, in this order each round (a-g;
+#                           b and g swap places in even rounds)
 #   WARMUP=2     seconds of unrecorded warm-up per scenario (0..10)
 #   CONNS=32     wrk connections
 #   PIN=1        see above; SERVER_CPUS / CLIENT_CPU override the CPU choice
@@ -639,9 +645,25 @@ wait_quiet() {
 		log "  other processes use ${o}% of a CPU; waiting (${QUIET_LEFT}s of QUIET_WAIT left)"
 	done
 }
+# round_order ROUND: the scenarios of that round, in order. With both b
+# and g, every even round swaps their places: a scenario's place in the
+# round moves its req/s by a few percent (measured: the one right after (a)
+# lost 5-7% in every round, whichever it was), and g/b is meant to compare
+# the session formats alone.
+SWAP_BG=0
+[[ " ${SCENARIOS[*]} " == *" b "* ]] && ((HAS_G)) && SWAP_BG=1
+round_order() {
+	local s
+	for s in "${SCENARIOS[@]}"; do
+		if ((SWAP_BG && $1 % 2 == 0)); then
+			case $s in b) s=g ;; g) s=b ;; esac
+		fi
+		echo "$s"
+	done
+}
 for ((round = 1; round <= ROUNDS; round++)); do
 	wait_quiet
-	for s in "${SCENARIOS[@]}"; do run_wrk "$s" "$DURATION" "$round"; done
+	for s in $(round_order "$round"); do run_wrk "$s" "$DURATION" "$round"; done
 done
 
 # --- report ---------------------------------------------------------------------
@@ -671,6 +693,7 @@ report() {
 	echo "$(nginx -v 2>&1 | sed 's/.*version: //'), $(redis-server --version | awk '{ print $3 }' | sed 's/v=/redis /'), $(wrk --version 2>&1 | head -1 | awk '{ print "wrk " $2 }'), $(go version | awk '{ print $3 }')"
 	echo "wrk -c$CONNS -t$THREADS --latency; $ROUNDS rounds x ${DURATION}s per scenario, interleaved ${SCENARIOS[*]}; medians over rounds"
 	((HAS_G)) && echo "(g): a second authz, --session-format client-sessions --cookie-name session --revision-path rev, same other flags as (b)'s"
+	((SWAP_BG)) && echo "b and g swap places in even rounds ($(round_order 2 | paste -sd ' ')); an even ROUNDS balances their places"
 	echo
 	printf '%-3s %-36s %8s %14s %8s %8s %10s %8s %6s\n' "" "scenario" "req/s" "(min-max)" "p99 ms" "wrk CPU" "srv us/req" "srv CPU" "other"
 	local s vals
