@@ -36,10 +36,11 @@
 #       target: g/b >= 0.95 (client-sessions within 5% of express-session
 #       through Nginx); g/e is printed beside b/e.
 #       With b, b and g swap places in every even round: where a scenario
-#       runs in the round moves its req/s by a few percent (the one right
-#       after (a) lost 5-7% in every round, b or g alike), which would
-#       otherwise be counted as a difference of formats. With an even
-#       ROUNDS each runs as often in either place.
+#       runs in the round moves its req/s by several percent (in two runs
+#       with b and g in fixed places, whichever ran right after (a) lost
+#       5-7% in every round), which would otherwise be counted as a
+#       difference of formats. With an even ROUNDS each runs as often in
+#       either place.
 #   Why a second authz and not one authz with a tenant file of both formats:
 #   (b) and (c) then run exactly as without (g) (no tenant lookup, the same
 #   flags), so their figures stay comparable with runs that leave (g) out,
@@ -647,9 +648,8 @@ wait_quiet() {
 }
 # round_order ROUND: the scenarios of that round, in order. With both b
 # and g, every even round swaps their places: a scenario's place in the
-# round moves its req/s by a few percent (measured: the one right after (a)
-# lost 5-7% in every round, whichever it was), and g/b is meant to compare
-# the session formats alone.
+# round moves its req/s by several percent (see the top of this file), and
+# g/b is meant to compare the session formats alone.
 SWAP_BG=0
 [[ " ${SCENARIOS[*]} " == *" b "* ]] && ((HAS_G)) && SWAP_BG=1
 round_order() {
