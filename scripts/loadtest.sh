@@ -15,6 +15,8 @@
 #
 #   targets: b/e >= 0.90 (authz's share of the Nginx path)
 #            c/d >= 0.85 (authz against the floor of Go's net/http)
+#            g/b >= 0.95 (client-sessions within 5% of express-session
+#                         through Nginx; with g, below)
 #   e/a is printed for context: what auth_request itself costs Nginx.
 #
 # Optional (SCENARIOS="a b e f c d"), for diagnosis:
@@ -22,10 +24,35 @@
 #       authz's own cost in the Nginx path, f/e what Go's net/http costs
 #       against an Nginx-native answer.
 #
+# Optional (SCENARIOS="a b e g"), the session formats:
+#   (g) exactly (b), but the request carries a client-sessions cookie (the
+#       whole session encrypted in the cookie, npm client-sessions 0.8)
+#       instead of the express-session one; ${AUTHZ_ADDR} is a second authz
+#       run with --session-format client-sessions --cookie-name session
+#       --revision-path rev and otherwise the flags of (b)'s. The cookie,
+#       {"passport":{"user":"alice"},"rev":0} made now for a day, is minted
+#       by scripts/loadtest (cs-cookie, checked byte for byte against the
+#       npm package's own cookies).
+#       target: g/b >= 0.95 (client-sessions within 5% of express-session
+#       through Nginx); g/e is printed beside b/e.
+#       With b, b and g swap places in every even round: where a scenario
+#       runs in the round moves its req/s by several percent (in two runs
+#       with b and g in fixed places, whichever ran right after (a) lost
+#       5-7% in every round), which would otherwise be counted as a
+#       difference of formats. With an even ROUNDS each runs as often in
+#       either place.
+#   Why a second authz and not one authz with a tenant file of both formats:
+#   (b) and (c) then run exactly as without (g) (no tenant lookup, the same
+#   flags), so their figures stay comparable with runs that leave (g) out,
+#   and (b) and (g) differ in the session format alone. The idle instance
+#   costs the other scenarios nothing measurable; it only starts when g is
+#   in SCENARIOS.
+#
 # Everything runs on free 127.0.0.1 ports from a temp dir and is stopped on
-# exit: redis-server (no persistence), bin/authz serve, five nginx instances
-# (-p/-c/-e in the temp dir, daemon off, own pid file and temp paths, access
-# log off) and the Go handler of (d) (scripts/loadtest, built on the fly):
+# exit: redis-server (no persistence), bin/authz serve (two with g), five
+# nginx instances (six with g; -p/-c/-e in the temp dir, daemon off, own pid
+# file and temp paths, access log off) and the Go handler of (d)
+# (scripts/loadtest, built on the fly):
 #
 #   backend   the app (200, 6-byte body) and, for (e), the fake auth server;
 #             shared by (a), (b) and (e) so the upstream is the same for all
@@ -33,11 +60,13 @@
 #   front-b   nginx/authz.conf.template, ${AUTHZ_ADDR} = authz
 #   front-e   nginx/authz.conf.template, ${AUTHZ_ADDR} = backend's fake auth
 #   front-f   nginx/authz.conf.template, ${AUTHZ_ADDR} = the Go handler of (d)
+#   front-g   nginx/authz.conf.template, ${AUTHZ_ADDR} = the client-sessions authz
 #
 # The fronts render the template for addresses only (envsubst of LISTEN,
 # AUTHZ_ADDR, APP_ADDR, LOGIN_ADDR) and include nginx/authz/*.conf as
 # authz/*.conf next to their nginx.conf, exactly as the product ships them.
-# Every request, in every scenario, carries the same session cookie.
+# Every request, in every scenario but (g), carries the same session cookie;
+# every request of (g) the same client-sessions cookie.
 #
 # CPU choices (the machine this was written on has 2 cores):
 #   - worker_processes 1 for every nginx: with 2 cores, more workers would
@@ -56,23 +85,30 @@
 # --latency), plus what explains them: wrk's CPU (near 100%: client-bound),
 # the servers' CPU per request (from /proc, all server processes) and CPU
 # used by other processes on the machine. Ratios are the median of per-round
-# ratios (the two scenarios run back to back), counting only rounds where
-# other processes stayed under CLEAN_OTHER% of a CPU when at least 2 are
-# left: on a shared 2-core machine one burst of other work halves a run.
+# ratios (the two scenarios of a pair run in the same round), counting only
+# rounds where other processes stayed under CLEAN_OTHER% of a CPU when at
+# least 2 are left: on a shared 2-core machine one burst of other work
+# halves a run.
 #
 # Checked before measuring (fails loudly otherwise): (a), (b), (e) answer 200
 # with the cookie and the identity reaches the app only through (b) and (e);
 # (b) without the cookie answers 302 to /login (authz said 401); (c) answers
-# 200 + X-Auth-User and 401 without the cookie; (d) answers 200. Checked
-# after every run: no wrk socket errors, no non-2xx/3xx responses, and for
-# (b) and (c) authz's own metrics count no verdict other than "ok" (a 401 turns
-# into a 302 that wrk would count as a success). nginx error logs must stay
-# free of [error]/[crit]/[alert]/[emerg].
+# 200 + X-Auth-User and 401 without the cookie; (d) answers 200. With g: (g)
+# answers 200 with the client-sessions cookie and the identity reaches the
+# app; 302 to /login without it, with one character of its ciphertext
+# changed, or with the express cookie; (b) 302 with the client-sessions one.
+# Checked after every run: no wrk socket errors, no non-2xx/3xx responses;
+# for (b), (c) and (g) the authz measured counts no verdict other than "ok"
+# in its own metrics (a 401 turns into a 302 that wrk would count as a
+# success) and at least one "ok" per request, and no authz is called during
+# a scenario that is not its own. nginx error logs must stay free of
+# [error]/[crit]/[alert]/[emerg].
 #
 # Settings (environment):
 #   DURATION=6   seconds per measured run (1..60)
 #   ROUNDS=5     rounds of a b e c d (1..20); medians over rounds are reported
-#   SCENARIOS="a b e c d"   which scenarios, in this order each round (a-f)
+#   SCENARIOS="a b e c d"   which scenarios, in this order each round (a-g;
+#                           b and g swap places in even rounds)
 #   WARMUP=2     seconds of unrecorded warm-up per scenario (0..10)
 #   CONNS=32     wrk connections
 #   PIN=1        see above; SERVER_CPUS / CLIENT_CPU override the CPU choice
@@ -84,7 +120,8 @@
 #   AUTHZ_FLAGS=""       extra flags for authz serve, e.g. "--cache-ttl 1m"
 #                        or "--stdlib-http" (net/http instead of authz's server)
 #   AUTHZ_UNIX=0         1: authz listens on a Unix socket (--listen unix:…)
-#                        and front-b's upstream is that socket; (c) cannot
+#                        and front-b's upstream is that socket (with g, the
+#                        second authz and front-g likewise); (c) cannot
 #                        run then (wrk speaks TCP only): compare b/e of a run
 #                        with AUTHZ_UNIX=1 against one without
 #   AUTHZ_BIN=bin/authz   OUT=bin/bench-load.txt   KEEP_TMP=0 (1: keep logs)
@@ -119,8 +156,10 @@ int_in WARMUP "$WARMUP" 0 10
 int_in CONNS "$CONNS" 1 1024
 int_in CLEAN_OTHER "$CLEAN_OTHER" 0 1000
 int_in QUIET_WAIT "$QUIET_WAIT" 0 600
-((${#SCENARIOS[@]} >= 1 && ${#SCENARIOS[@]} <= 6)) || die "SCENARIOS: want 1 to 6 of a b c d e f"
-for s in "${SCENARIOS[@]}"; do [[ $s =~ ^[a-f]$ ]] || die "SCENARIOS: unknown scenario '$s' (a b c d e f)"; done
+((${#SCENARIOS[@]} >= 1 && ${#SCENARIOS[@]} <= 7)) || die "SCENARIOS: want 1 to 7 of a b c d e f g"
+for s in "${SCENARIOS[@]}"; do [[ $s =~ ^[a-g]$ ]] || die "SCENARIOS: unknown scenario '$s' (a b c d e f g)"; done
+HAS_G=0
+[[ " ${SCENARIOS[*]} " == *" g "* ]] && HAS_G=1
 [ "$AUTHZ_UNIX" = 1 ] && [[ " ${SCENARIOS[*]} " == *" c "* ]] && die "AUTHZ_UNIX=1: (c) needs authz on TCP; leave it out of SCENARIOS"
 
 for c in nginx redis-server redis-cli wrk curl envsubst ss go timeout; do
@@ -177,10 +216,11 @@ trap 'exit 130' INT TERM
 
 log "building scripts/loadtest"
 go build -o "$TMP/loadtest" ./scripts/loadtest
-mapfile -t PORTS < <("$TMP/loadtest" ports 10)
-((${#PORTS[@]} == 10)) || die "could not get 10 free ports"
+mapfile -t PORTS < <("$TMP/loadtest" ports 13)
+((${#PORTS[@]} == 13)) || die "could not get 13 free ports"
 P_REDIS=${PORTS[0]} P_AUTHZ=${PORTS[1]} P_METRICS=${PORTS[2]} P_HELLO=${PORTS[3]}
 P_APP=${PORTS[4]} P_FAKE=${PORTS[5]} P_A=${PORTS[6]} P_B=${PORTS[7]} P_E=${PORTS[8]} P_F=${PORTS[9]}
+P_AUTHZ_G=${PORTS[10]} P_METRICS_G=${PORTS[11]} P_G=${PORTS[12]}
 H=127.0.0.1
 
 # wait_http URL: bounded wait (5 s) until URL answers anything over HTTP.
@@ -210,6 +250,14 @@ SID=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')
 SESSION='{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"passport":{"user":"alice"}}'
 [ "$(redis-cli -p "$P_REDIS" SET "sess:$SID" "$SESSION" EX 86400)" = OK ] || die "redis SET failed"
 COOKIE="connect.sid=$("$TMP/loadtest" sign "$SID" "$SECRET")"
+# (g): a client-sessions cookie (cookieName 'session', its own secret), the
+# same identity, revision 0: the user's current one while authz:rev:alice
+# does not exist.
+CS_SECRET="loadtest-cs-$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')"
+CS_COOKIE="session=$("$TMP/loadtest" cs-cookie "$CS_SECRET" session '{"passport":{"user":"alice"},"rev":0}')"
+[[ $CS_COOKIE =~ ^session=[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]+\.[0-9]+\.86400000\.[A-Za-z0-9_-]{43}$ ]] ||
+	die "loadtest cs-cookie printed no client-sessions cookie: $CS_COOKIE"
+[ "$(redis-cli -p "$P_REDIS" EXISTS authz:rev:alice)" = 0 ] || die "authz:rev:alice exists in a fresh redis"
 
 # --- authz and the Go handler of (d) ------------------------------------------
 
@@ -222,6 +270,15 @@ AUTHZ_LISTEN=$H:$P_AUTHZ
 PIDS+=($!)
 "${SRV[@]}" "$TMP/loadtest" hello "$H:$P_HELLO" 2>"$TMP/hello.log" 3>&- &
 PIDS+=($!)
+AUTHZ_G_LISTEN=$H:$P_AUTHZ_G
+[ "$AUTHZ_UNIX" = 1 ] && AUTHZ_G_LISTEN=unix:$TMP/authz-g.sock
+if ((HAS_G)); then
+	"${SRV[@]}" "$AUTHZ_BIN" serve --listen "$AUTHZ_G_LISTEN" --metrics-listen "$H:$P_METRICS_G" \
+		--redis-url "redis://$H:$P_REDIS/0" --session-format client-sessions --cookie-name session \
+		--session-secret "$CS_SECRET" --revision-path rev --log-level warn ${AUTHZ_FLAGS[@]+"${AUTHZ_FLAGS[@]}"} \
+		2>"$TMP/authz-g.log" 3>&- &
+	PIDS+=($!)
+fi
 
 # --- nginx ------------------------------------------------------------------
 
@@ -328,8 +385,13 @@ render() { # render NAME LISTEN AUTHZ_ADDR
 render front-b "$H:$P_B" "$AUTHZ_LISTEN"
 render front-e "$H:$P_E" "$H:$P_FAKE"
 render front-f "$H:$P_F" "$H:$P_HELLO"
+FRONTS=(backend front-a front-b front-e front-f)
+if ((HAS_G)); then
+	render front-g "$H:$P_G" "$AUTHZ_G_LISTEN"
+	FRONTS+=(front-g)
+fi
 
-for n in backend front-a front-b front-e front-f; do start_nginx "$n"; done
+for n in "${FRONTS[@]}"; do start_nginx "$n"; done
 
 URL_a=http://$H:$P_A/bench
 URL_b=http://$H:$P_B/bench
@@ -337,12 +399,16 @@ URL_e=http://$H:$P_E/bench
 URL_f=http://$H:$P_F/bench
 URL_c=http://$H:$P_AUTHZ/verify
 URL_d=http://$H:$P_HELLO/verify
+URL_g=http://$H:$P_G/bench
 AUTHZ_HEALTHZ=http://$H:$P_AUTHZ/healthz
 [ "$AUTHZ_UNIX" = 1 ] && AUTHZ_HEALTHZ=http://$H:$P_METRICS/healthz
 for u in "http://$H:$P_APP/" "http://$H:$P_FAKE/" "$URL_a" "$URL_b" "$URL_e" "$URL_f" \
 	"$AUTHZ_HEALTHZ" "http://$H:$P_METRICS/healthz" "$URL_d"; do
 	wait_http "$u"
 done
+if ((HAS_G)); then
+	for u in "http://$H:$P_METRICS_G/healthz" "$URL_g"; do wait_http "$u"; done
+fi
 
 # --- checks: measure answers, not errors ----------------------------------------
 
@@ -352,6 +418,9 @@ head_of() { curl -s -o /dev/null -D - --max-time 5 "$@" | tr -d '\r' | tr 'A-Z' 
 verdicts_by_reason() {
 	curl -s --max-time 5 "http://$H:$P_METRICS/metrics" |
 		awk '/^authz_verify_requests_total\{/ && $2 > 0 { print "  authz verdicts: " $0 }' >&3 || true
+	((HAS_G)) || return 0
+	curl -s --max-time 5 "http://$H:$P_METRICS_G/metrics" |
+		awk '/^authz_verify_requests_total\{/ && $2 > 0 { print "  authz (g) verdicts: " $0 }' >&3 || true
 }
 expect() { # expect WHAT HEADERS REGEX
 	grep -Eq "$3" <<<"$2" || { printf '%s\n' "$2" >&3; verdicts_by_reason; die "$1: expected /$3/"; }
@@ -393,6 +462,28 @@ expect "(c) without cookie" "$r" '^x-auth-redirect: '
 r=$(head_of -H "Cookie: $COOKIE" "$URL_d")
 expect "(d)" "$r" '^http/1.1 200'
 log "checks passed: (b) 200 with the cookie, 302 to /login without; (c) 200/401; (a) (e) (f) (d) 200"
+if ((HAS_G)); then
+	r=$(head_of -H "Cookie: $CS_COOKIE" "$URL_g")
+	expect "(g) with the client-sessions cookie" "$r" '^http/1.1 200'
+	expect "(g) with the client-sessions cookie" "$r" '^x-seen-user: alice$'
+	r=$(head_of "$URL_g")
+	expect "(g) without cookie" "$r" '^http/1.1 302'
+	expect "(g) without cookie" "$r" '^location: (http://[^/]+)?/login\?rd=%2fbench$'
+	# One character of the ciphertext changed (the IV is 22 characters and
+	# a dot): the MAC no longer matches.
+	v=${CS_COOKIE#session=}
+	c=${v:23:1}
+	[ "$c" = A ] && c=B || c=A
+	r=$(head_of -H "Cookie: session=${v:0:23}$c${v:24}" "$URL_g")
+	expect "(g) with a tampered client-sessions cookie" "$r" '^http/1.1 302'
+	expect "(g) with a tampered client-sessions cookie" "$r" '^location: (http://[^/]+)?/login\?rd=%2fbench$'
+	# Each authz reads its own format only.
+	r=$(head_of -H "Cookie: $COOKIE" "$URL_g")
+	expect "(g) with the express-session cookie" "$r" '^http/1.1 302'
+	r=$(head_of -H "Cookie: $CS_COOKIE" "$URL_b")
+	expect "(b) with the client-sessions cookie" "$r" '^http/1.1 302'
+	log "checks passed: (g) 200 + alice with the client-sessions cookie; 302 to /login without it, tampered, or with the express one"
+fi
 
 # --- measuring ------------------------------------------------------------------
 
@@ -418,11 +509,17 @@ server_ticks() { # utime+stime of all server processes, in clock ticks
 # is left out: the kernel charges it to no process, ours included.
 machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4; exit }' /proc/stat; }
 
-# authz's verdict counters: "ok others".
+# authz_verdicts METRICS_PORT: that authz's verdict counters, "ok others".
 authz_verdicts() {
-	curl -s --max-time 5 "http://$H:$P_METRICS/metrics" | awk '
+	curl -s --max-time 5 "http://$H:$1/metrics" | awk '
 		/^authz_verify_requests_total\{/ { if ($1 ~ /reason="ok"/) ok += $2; else bad += $2 }
 		END { printf "%d %d\n", ok, bad }'
+}
+# both_verdicts: "ok others" of (b)'s authz, then of (g)'s (0 0 without g).
+both_verdicts() {
+	local g="0 0"
+	((HAS_G)) && g=$(authz_verdicts "$P_METRICS_G")
+	echo "$(authz_verdicts "$P_METRICS") $g"
 }
 
 # conns PORT: established TCP connections to PORT (nginx -> auth server).
@@ -444,17 +541,20 @@ errors_seen() { cat "$TMP"/*/error.log 2>/dev/null | grep -cE '\[(error|crit|ale
 declare -A RPS P99 WCPU SRVUS OTHER CONN_EST CONN_TW CONN_RPC
 # run_wrk SCENARIO SECONDS [ROUND]: measure; with ROUND, record the result.
 run_wrk() {
-	local s=$1 d=$2 round=${3:-} url out t0 t1 m0 m1 v0 v1 ok0 ok1 bad0 bad1
+	local s=$1 d=$2 round=${3:-} url out t0 t1 m0 m1 v0 v1 ok0 ok1 bad0 bad1 gok0 gok1 gbad0 gbad1
 	url=URL_$s
 	url=${!url}
+	local cookie=$COOKIE
+	[ "$s" = g ] && cookie=$CS_COOKIE
 	out=$TMP/wrk-$s-${round:-warmup}.txt
-	v0=$(authz_verdicts)
+	v0=$(both_verdicts)
 	t0=$(server_ticks)
 	m0=$(machine_ticks)
 	local auth_port=""
 	[ "$s" = b ] && auth_port=$P_AUTHZ
 	[ "$s" = e ] && auth_port=$P_FAKE
 	[ "$s" = f ] && auth_port=$P_HELLO
+	[ "$s" = g ] && auth_port=$P_AUTHZ_G
 	local sampler=""
 	if [ -n "$auth_port" ] && [ -n "$round" ]; then
 		(sleep "$(awk -v d="$d" 'BEGIN { print d / 2 }')"; conns "$auth_port" >"$out.est") &
@@ -462,12 +562,12 @@ run_wrk() {
 	fi
 	local TIMEFORMAT='%3R %3U %3S'
 	{ time timeout -k 5 $((d + 20)) "${CLI[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${d}s" --timeout 5s \
-		--latency -H "Cookie: $COOKIE" "$url" >"$out" 2>&1; } 2>"$out.time" ||
+		--latency -H "Cookie: $cookie" "$url" >"$out" 2>&1; } 2>"$out.time" ||
 		{ cat "$out" >&3; die "($s) wrk failed"; }
 	[ -z "$sampler" ] || wait "$sampler" || true
 	t1=$(server_ticks)
 	m1=$(machine_ticks)
-	v1=$(authz_verdicts)
+	v1=$(both_verdicts)
 	# wrk: requests, req/s, p99 in ms, non-2xx/3xx, socket errors.
 	local parsed reqs rps p99 non2xx sockerr
 	parsed=$(awk '
@@ -489,14 +589,21 @@ run_wrk() {
 	[ -n "$rps" ] && [ "$rps" != "" ] && ((reqs > 0)) || { cat "$out" >&3; die "($s) could not parse wrk's output"; }
 	((non2xx == 0)) || { cat "$out" >&3; die "($s) $non2xx non-2xx/3xx responses"; }
 	((sockerr == 0)) || { cat "$out" >&3; die "($s) $sockerr socket errors"; }
-	read -r ok0 bad0 <<<"$v0"
-	read -r ok1 bad1 <<<"$v1"
-	if [ "$s" = b ] || [ "$s" = c ]; then
+	read -r ok0 bad0 gok0 gbad0 <<<"$v0"
+	read -r ok1 bad1 gok1 gbad1 <<<"$v1"
+	# The authz a scenario measures: (b)'s for (b) and (c), (g)'s for (g).
+	# It must have allowed every request; the other must not have been called.
+	if [ "$s" = g ]; then
+		read -r ok0 bad0 gok0 gbad0 <<<"$gok0 $gbad0 $ok0 $bad0"
+		read -r ok1 bad1 gok1 gbad1 <<<"$gok1 $gbad1 $ok1 $bad1"
+	fi
+	if [ "$s" = b ] || [ "$s" = c ] || [ "$s" = g ]; then
 		((bad1 == bad0)) || die "($s) authz answered $((bad1 - bad0)) requests with something other than ok (see its /metrics)"
 		((ok1 - ok0 >= reqs)) || die "($s) authz allowed $((ok1 - ok0)) requests but wrk completed $reqs"
 	else
 		((ok1 == ok0 && bad1 == bad0)) || die "($s) authz was called during a scenario that must not call it"
 	fi
+	((gok1 == gok0 && gbad1 == gbad0)) || die "($s) the other authz was called during a scenario that must not call it"
 	local e
 	e=$(errors_seen)
 	((e == 0)) || { grep -hE '\[(error|crit|alert|emerg)\]' "$TMP"/*/error.log | tail -5 >&3; die "($s) nginx logged errors"; }
@@ -539,9 +646,24 @@ wait_quiet() {
 		log "  other processes use ${o}% of a CPU; waiting (${QUIET_LEFT}s of QUIET_WAIT left)"
 	done
 }
+# round_order ROUND: the scenarios of that round, in order. With both b
+# and g, every even round swaps their places: a scenario's place in the
+# round moves its req/s by several percent (see the top of this file), and
+# g/b is meant to compare the session formats alone.
+SWAP_BG=0
+[[ " ${SCENARIOS[*]} " == *" b "* ]] && ((HAS_G)) && SWAP_BG=1
+round_order() {
+	local s
+	for s in "${SCENARIOS[@]}"; do
+		if ((SWAP_BG && $1 % 2 == 0)); then
+			case $s in b) s=g ;; g) s=b ;; esac
+		fi
+		echo "$s"
+	done
+}
 for ((round = 1; round <= ROUNDS; round++)); do
 	wait_quiet
-	for s in "${SCENARIOS[@]}"; do run_wrk "$s" "$DURATION" "$round"; done
+	for s in $(round_order "$round"); do run_wrk "$s" "$DURATION" "$round"; done
 done
 
 # --- report ---------------------------------------------------------------------
@@ -561,6 +683,7 @@ declare -A DESC=(
 	[c]="authz /verify direct"
 	[d]="Go net/http 200 handler"
 	[f]="nginx -> auth_request Go 200 -> app"
+	[g]="(b), a client-sessions cookie"
 )
 report() {
 	local k
@@ -569,6 +692,8 @@ report() {
 	echo "$NCPU CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)); $PINNING; nginx worker_processes 1"
 	echo "$(nginx -v 2>&1 | sed 's/.*version: //'), $(redis-server --version | awk '{ print $3 }' | sed 's/v=/redis /'), $(wrk --version 2>&1 | head -1 | awk '{ print "wrk " $2 }'), $(go version | awk '{ print $3 }')"
 	echo "wrk -c$CONNS -t$THREADS --latency; $ROUNDS rounds x ${DURATION}s per scenario, interleaved ${SCENARIOS[*]}; medians over rounds"
+	((HAS_G)) && echo "(g): a second authz, --session-format client-sessions --cookie-name session --revision-path rev, same other flags as (b)'s"
+	((SWAP_BG)) && echo "b and g swap places in even rounds ($(round_order 2 | paste -sd ' ')); an even ROUNDS balances their places"
 	echo
 	printf '%-3s %-36s %8s %14s %8s %8s %10s %8s %6s\n' "" "scenario" "req/s" "(min-max)" "p99 ms" "wrk CPU" "srv us/req" "srv CPU" "other"
 	local s vals
@@ -596,10 +721,10 @@ report() {
 	echo
 	printf '%-6s %7s %14s %7s %8s %8s  %s\n' "ratio" "req/s" "(range)" "clean" "by CPU" "target" ""
 	local pair x y target r lo hi verdict cpu i q u
-	for pair in "b e 0.90" "c d 0.85" "e a -" "b f -" "f e -"; do
+	for pair in "b e 0.90" "g e -" "g b 0.95" "c d 0.85" "e a -" "b f -" "f e -"; do
 		read -r x y target <<<"$pair"
 		[ -n "${MED_RPS[$x]:-}" ] && [ -n "${MED_RPS[$y]:-}" ] || continue
-		# Ratios are paired per round (y runs right after x, or x after y)
+		# Ratios are paired per round (x and y in the same round)
 		# and the median taken; rounds where other load passed CLEAN_OTHER%
 		# in either run are left out while at least 2 (or all) remain.
 		local all=() clean=() all_cpu=() clean_cpu=() use=() use_cpu=() used
@@ -632,10 +757,12 @@ report() {
 			ea) verdict="(context: what auth_request costs nginx)" ;;
 			bf) verdict="(context: authz against a do-nothing Go auth server)" ;;
 			fe) verdict="(context: a do-nothing Go auth server against nginx's own)" ;;
+			ge) verdict="(context: b/e with a client-sessions cookie)" ;;
 			esac
 			target=""
 		elif awk -v r="$r" -v t="$target" 'BEGIN { exit !(r >= t) }'; then
 			verdict=PASS
+			[ "$x$y" = gb ] && verdict="PASS (client-sessions within 5% of express-session through Nginx)"
 		else
 			verdict=$(awk -v r="$r" -v t="$target" 'BEGIN { printf "MISS by %.3f (%.1f%% below)", t - r, 100 * (t - r) / t }')
 			MISSED=1
@@ -645,7 +772,7 @@ report() {
 	done
 	echo
 	local est tw rpc
-	for s in b e f; do
+	for s in b e f g; do
 		[[ " ${SCENARIOS[*]} " == *" $s "* ]] || continue
 		mapfile -t vals < <(column_of CONN_EST "$s")
 		est=$(median "${vals[@]}")
@@ -654,12 +781,12 @@ report() {
 		mapfile -t vals < <(column_of CONN_RPC "$s")
 		rpc=$(median "${vals[@]}")
 		printf '(%s) nginx -> %-9s keep-alive: %s connections open mid-run, %s closed per run (1 per %s requests)\n' \
-			"$s" "$(case $s in b) echo authz ;; e) echo 'fake auth' ;; f) echo 'Go 200' ;; esac)" "$est" "$tw" "$rpc"
+			"$s" "$(case $s in b) echo authz ;; e) echo 'fake auth' ;; f) echo 'Go 200' ;; g) echo 'authz (g)' ;; esac)" "$est" "$tw" "$rpc"
 	done
 	echo "Scenario rows: medians over all rounds. wrk CPU and other: % of one CPU (other: user+sys CPU"
 	echo "used by neither wrk nor the servers, i.e. other work on the machine). srv us/req: user+sys CPU"
 	echo "of nginx+authz+redis+handler per request (softirq excluded); srv CPU = req/s x srv us/req."
-	echo "Ratios: median of per-round ratios (the two run back to back) over the rounds where other"
+	echo "Ratios: median of per-round ratios (the two in the same round) over the rounds where other"
 	echo "stayed <= ${CLEAN_OTHER}% in both runs (\"clean\"); verdicts use req/s. \"by CPU\": the same ratio"
 	echo "from srv us/req; while the server side is CPU-bound it predicts the req/s ratio."
 	if ((NOISY)); then
