@@ -248,8 +248,14 @@ func (app nodeApp) decode(t *testing.T, secret string, j jar) decoded {
 // the Redis at redisURL, and returns its output.
 func (app nodeApp) cli(t *testing.T, redisURL string, args ...string) (string, error) {
 	t.Helper()
-	args = append(args, "--redis-url", redisURL, "--session-secret", testenv.SessionSecret)
-	args = append(args, app.readArgs()...)
+	flags := append([]string{"--redis-url", redisURL, "--session-secret", testenv.SessionSecret}, app.readArgs()...)
+	// Before a "--" (after which a cookie value starting with "-" is an
+	// argument), or at the end.
+	at := slices.Index(args, "--")
+	if at < 0 {
+		at = len(args)
+	}
+	args = slices.Concat(args[:at], flags, args[at:])
 	out, err := exec.Command(testenv.BuildAuthz(t), args...).CombinedOutput()
 	return string(out), err
 }
