@@ -270,6 +270,11 @@ func TestFormatsLogoutUser(t *testing.T) {
 			}
 
 			out := s.cli(t, "logout", "--user", "alice")
+			// What it did: a revision moved on, or the stored sessions
+			// walked (phone and laptop).
+			if want := map[bool]string{true: "new revision", false: "revoked 2 sessions"}[app.revision]; !strings.Contains(out, want) {
+				t.Errorf("authz logout --user alice: %q, want it to say %q", out, want)
+			}
 			for _, v := range []string{phone[app.cookie], laptop[app.cookie]} {
 				if strings.Contains(out, v) {
 					t.Errorf("authz logout printed a cookie: %q", out)
@@ -482,4 +487,54 @@ func tenantCLI(t *testing.T, redisURL, file string, args ...string) (string, err
 	args = append(args, "--redis-url", redisURL, "--tenants", file)
 	out, err := exec.Command(testenv.BuildAuthz(t), args...).CombinedOutput()
 	return string(out), err
+}
+
+// The sign-out each app offers: the client-sessions and cookie-session
+// apps' buttons post to authz's own POST /logout (Nginx sends /logout
+// there), "everywhere" or not; the Fastify app destroys the session itself
+// and publishes the logout event (docs/logout.md). With an hour of cache
+// and no tracking, only the logout can explain a refusal.
+func TestFormatsSignOutButtons(t *testing.T) {
+	t.Parallel()
+	for _, app := range nodeApps {
+		t.Run(app.format, func(t *testing.T) {
+			t.Parallel()
+			s := newFormatSite(t, app)
+			mine, other := s.signIn(t, "alice"), s.signIn(t, "alice")
+			bob := s.signIn(t, "bob")
+			s.allowedEverywhere(t, mine, "alice", "mine before signing out")
+			s.allowedEverywhere(t, other, "alice", "the other before signing out")
+
+			if app.format == "fastify-session" {
+				r := send(t, "POST", s.nginx.URL("/login/logout"), mine.header(), nil)
+				if r.status != http.StatusSeeOther || r.header.Get("Location") != "/login" {
+					t.Fatalf("POST /login/logout: %d to %q, want 303 to /login", r.status, r.header.Get("Location"))
+				}
+				if left := mine.update(r); left[app.cookie] != "" {
+					t.Errorf("the Fastify app's sign-out left the cookie in the browser: %v", left)
+				}
+				s.deniedEverywhere(t, mine, "a session the Fastify app destroyed")
+				s.allowedEverywhere(t, other, "alice", "the user's other session")
+				return
+			}
+
+			r := send(t, "POST", s.nginx.URL("/logout"), mine.header(), nil)
+			if r.status != http.StatusSeeOther {
+				t.Fatalf("POST /logout: %d, want 303", r.status)
+			}
+			if left := mine.update(r); len(left) != 0 {
+				t.Errorf("POST /logout left cookies in the browser: %v (Set-Cookie %q)", left, r.header.Values("Set-Cookie"))
+			}
+			s.deniedEverywhere(t, mine, "the signed-out cookie")
+			s.allowedEverywhere(t, other, "alice", "the user's other cookie")
+
+			r = send(t, "POST", s.nginx.URL("/logout?everywhere=1"), other.header(), nil)
+			if r.status != http.StatusSeeOther {
+				t.Fatalf("POST /logout?everywhere=1: %d, want 303", r.status)
+			}
+			s.deniedEverywhere(t, other, "alice's other cookie after signing out everywhere")
+			s.allowedEverywhere(t, bob, "bob", "bob after alice signed out everywhere")
+			s.allowedEverywhere(t, s.signIn(t, "alice"), "alice", "alice signing in again")
+		})
+	}
 }
