@@ -20,22 +20,22 @@ import (
 // (docs/formats.md), each told with a real Node app of examples/ as
 // Nginx's login service, in front of two authz instances started with the
 // same flags, as docs/scale.md runs them. The apps and their cookies are in
-// nodeformats_test.go.
+// nodeapps_test.go.
 
-// formatSite is one deployment of one format: Redis, the app, two authz
+// appSite is one deployment of one format: Redis, the app, two authz
 // instances behind the shipped nginx config, the echo upstream as the app
 // Nginx protects.
-type formatSite struct {
+type appSite struct {
 	*site
 	app       nodeApp
 	login     *testenv.Node
 	instances []*testenv.Authz
 }
 
-// newFormatSite starts it. authz caches for an hour and does not track
+// newAppSite starts it. authz caches for an hour and does not track
 // keys (--tracking=false): only a logout event, or the cookie's own
 // expiry, can explain an instance refusing a session it has cached.
-func newFormatSite(t *testing.T, app nodeApp) *formatSite {
+func newAppSite(t *testing.T, app nodeApp) *appSite {
 	t.Helper()
 	r := testenv.StartRedis(t)
 	login := app.start(t, r.URL(), app.secret, 0)
@@ -54,7 +54,7 @@ func newFormatSite(t *testing.T, app nodeApp) *formatSite {
 			return metric(t, a, "authz_logout_subscribed") == 1
 		})
 	}
-	return &formatSite{
+	return &appSite{
 		site:      &site{t: t, redis: r, rdb: r.Client(), nginx: n, client: newClient()},
 		app:       app,
 		login:     login,
@@ -64,14 +64,14 @@ func newFormatSite(t *testing.T, app nodeApp) *formatSite {
 
 // signIn signs name in through nginx, as a browser does, and returns the
 // cookies the app set.
-func (s *formatSite) signIn(t *testing.T, name string) jar {
+func (s *appSite) signIn(t *testing.T, name string) jar {
 	t.Helper()
 	return appSignIn(t, s.app, s.nginx.URL("/login"), name)
 }
 
 // who is the user the protected app got through nginx for the cookies, or
 // the status nginx answered instead (302: to the login page).
-func (s *formatSite) who(t *testing.T, j jar) string {
+func (s *appSite) who(t *testing.T, j jar) string {
 	t.Helper()
 	r := s.site.get("/", j.header())
 	if r.status != http.StatusOK {
@@ -81,7 +81,7 @@ func (s *formatSite) who(t *testing.T, j jar) string {
 }
 
 // verify is what instance a answers for the cookies, asked directly.
-func (s *formatSite) verify(t *testing.T, a *testenv.Authz, j jar) int {
+func (s *appSite) verify(t *testing.T, a *testenv.Authz, j jar) int {
 	t.Helper()
 	req, _ := http.NewRequest("GET", "http://"+a.Addr+"/verify", nil)
 	req.Header.Set("Cookie", j.header())
@@ -95,7 +95,7 @@ func (s *formatSite) verify(t *testing.T, a *testenv.Authz, j jar) int {
 
 // allowedEverywhere checks that both instances allow the cookies and that
 // the app behind nginx sees user.
-func (s *formatSite) allowedEverywhere(t *testing.T, j jar, user, what string) {
+func (s *appSite) allowedEverywhere(t *testing.T, j jar, user, what string) {
 	t.Helper()
 	for i, a := range s.instances {
 		if got := s.verify(t, a, j); got != http.StatusOK {
@@ -109,7 +109,7 @@ func (s *formatSite) allowedEverywhere(t *testing.T, j jar, user, what string) {
 
 // deniedEverywhere waits until both instances refuse the cookies, then
 // checks that nginx sends the browser to the login page.
-func (s *formatSite) deniedEverywhere(t *testing.T, j jar, what string) {
+func (s *appSite) deniedEverywhere(t *testing.T, j jar, what string) {
 	t.Helper()
 	for i, a := range s.instances {
 		testenv.WaitFor(t, 2*time.Second, what+": instance "+strconv.Itoa(i+1)+" to refuse", func() bool {
@@ -125,14 +125,14 @@ func (s *formatSite) deniedEverywhere(t *testing.T, j jar, what string) {
 // reissue sends the cookies to the app's route that writes the session
 // again (Nginx does not protect it) and returns the status and the cookies
 // the browser holds afterwards.
-func (s *formatSite) reissue(t *testing.T, j jar) (int, jar) {
+func (s *appSite) reissue(t *testing.T, j jar) (int, jar) {
 	t.Helper()
 	r := send(t, "GET", s.nginx.URL(s.app.reissue), j.header(), nil)
 	return r.status, j.update(r)
 }
 
 // cli runs an authz command with the site's format flags on its Redis.
-func (s *formatSite) cli(t *testing.T, args ...string) string {
+func (s *appSite) cli(t *testing.T, args ...string) string {
 	t.Helper()
 	out, err := s.app.cli(t, s.redis.URL(), args...)
 	if err != nil {
@@ -147,12 +147,12 @@ func reason(t *testing.T, a *testenv.Authz, reason string) float64 {
 	return metric(t, a, `authz_verify_requests_total{outcome="unauthenticated",reason="`+reason+`"}`)
 }
 
-func TestFormatsSignInThroughNginx(t *testing.T) {
+func TestNodeAppsSignInThroughNginx(t *testing.T) {
 	t.Parallel()
 	for _, app := range nodeApps {
 		t.Run(app.format, func(t *testing.T) {
 			t.Parallel()
-			s := newFormatSite(t, app)
+			s := newAppSite(t, app)
 
 			// A browser without a session goes to the Node app's login page.
 			r := s.site.get("/orders?page=2", "")
@@ -212,7 +212,7 @@ func TestFormatsSignInThroughNginx(t *testing.T) {
 	}
 }
 
-func TestFormatsExpiredCookie(t *testing.T) {
+func TestNodeAppsExpiredCookie(t *testing.T) {
 	t.Parallel()
 	for _, app := range nodeApps {
 		t.Run(app.format, func(t *testing.T) {
@@ -220,7 +220,7 @@ func TestFormatsExpiredCookie(t *testing.T) {
 				t.Skip("cookie-session carries no expiry (docs/formats.md): its cookies end by revision or deny entry only")
 			}
 			t.Parallel()
-			s := newFormatSite(t, app)
+			s := newAppSite(t, app)
 			// The same app, its sessions living 3 seconds: client-sessions'
 			// duration, @fastify/session's cookie maxAge.
 			short := app.start(t, s.redis.URL(), app.secret, 3*time.Second)
@@ -240,12 +240,12 @@ func TestFormatsExpiredCookie(t *testing.T) {
 	}
 }
 
-func TestFormatsLogoutUser(t *testing.T) {
+func TestNodeAppsLogoutUser(t *testing.T) {
 	t.Parallel()
 	for _, app := range nodeApps {
 		t.Run(app.format, func(t *testing.T) {
 			t.Parallel()
-			s := newFormatSite(t, app)
+			s := newAppSite(t, app)
 			phone, laptop := s.signIn(t, "alice"), s.signIn(t, "alice")
 			bob := s.signIn(t, "bob")
 			s.allowedEverywhere(t, phone, "alice", "alice's phone before the logout")
@@ -342,12 +342,12 @@ func TestFormatsLogoutUser(t *testing.T) {
 	}
 }
 
-func TestFormatsLogoutOneCookie(t *testing.T) {
+func TestNodeAppsLogoutOneCookie(t *testing.T) {
 	t.Parallel()
 	for _, app := range nodeApps {
 		t.Run(app.format, func(t *testing.T) {
 			t.Parallel()
-			s := newFormatSite(t, app)
+			s := newAppSite(t, app)
 			mine, other := s.signIn(t, "alice"), s.signIn(t, "alice")
 			s.allowedEverywhere(t, mine, "alice", "mine before the logout")
 			s.allowedEverywhere(t, other, "alice", "the other before the logout")
@@ -382,7 +382,7 @@ func TestFormatsLogoutOneCookie(t *testing.T) {
 // Two tenants of two formats behind one authz: acme's Express app keeps
 // its sessions in client-sessions cookies, globex's Fastify app in Redis.
 // The tenant file gives each its format.
-func TestFormatsTwoTenantsTwoFormats(t *testing.T) {
+func TestNodeAppsTwoTenantsTwoFormats(t *testing.T) {
 	t.Parallel()
 	r := testenv.StartRedis(t)
 	acme := clientSessionsApp.start(t, r.URL(), "acme's client-sessions secret", 0, "TENANT=acme")
@@ -494,12 +494,12 @@ func tenantCLI(t *testing.T, redisURL, file string, args ...string) (string, err
 // there), "everywhere" or not; the Fastify app destroys the session itself
 // and publishes the logout event (docs/logout.md). With an hour of cache
 // and no tracking, only the logout can explain a refusal.
-func TestFormatsSignOutButtons(t *testing.T) {
+func TestNodeAppsSignOutButtons(t *testing.T) {
 	t.Parallel()
 	for _, app := range nodeApps {
 		t.Run(app.format, func(t *testing.T) {
 			t.Parallel()
-			s := newFormatSite(t, app)
+			s := newAppSite(t, app)
 			mine, other := s.signIn(t, "alice"), s.signIn(t, "alice")
 			bob := s.signIn(t, "bob")
 			s.allowedEverywhere(t, mine, "alice", "mine before signing out")

@@ -17,7 +17,7 @@ import (
 	"github.com/authz/authz/sessionfmt"
 )
 
-// The harness of the session-format stories (formats_test.go), and the
+// The harness of the session-format stories (nodeapps_stories_test.go), and the
 // check that the Node apps of examples/ and package sessionfmt agree
 // (TestNodeAppsCookiesReadBySessionfmt, below). The apps: Express with client-sessions, Express with cookie-session,
 // Fastify with @fastify/session and connect-redis, each signing users in
