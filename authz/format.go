@@ -112,7 +112,13 @@ const cookieIDLen = 1 + 43
 // deny entry under the tenant's revoked prefix, the logout event. It is
 // a hash, so neither Redis nor an event ever holds the cookie.
 func cookieID(dst *[cookieIDLen]byte, value string) []byte {
-	sum := sha256.Sum256([]byte(value))
+	return cookieIDOf(dst, nil, value)
+}
+
+// cookieIDOf is cookieID with buf to copy value into first, so that hashing
+// a string does not allocate on the request path.
+func cookieIDOf(dst *[cookieIDLen]byte, buf []byte, value string) []byte {
+	sum := sha256.Sum256(append(buf[:0], value...))
 	dst[0] = 'c'
 	base64.RawURLEncoding.Encode(dst[1:], sum[:])
 	return dst[:]
@@ -226,7 +232,7 @@ func (f *cookieFormat) cookie(sc *scratch, lines []string) ([]byte, string, Reas
 		if len(value) > cap(sc.buf) {
 			return nil, "", ReasonCookieTooLarge
 		}
-		return cookieID(&sc.id, value), value, ""
+		return cookieIDOf(&sc.id, sc.buf, value), value, ""
 	}
 	// cookie-session's signature is a second cookie: it is checked on
 	// every request, so a cached session never answers for a value
@@ -238,7 +244,7 @@ func (f *cookieFormat) cookie(sc *scratch, lines []string) ([]byte, string, Reas
 	if _, err := f.ck.Parse(sc.buf[:0], value, sig); err != nil {
 		return nil, "", fmtReason(err)
 	}
-	return cookieID(&sc.id, value), value, ""
+	return cookieIDOf(&sc.id, sc.buf, value), value, ""
 }
 
 // open decodes the session a cookie carries: MAC (or signature) and

@@ -279,7 +279,7 @@ func TestCookieFormatEnds(t *testing.T) {
 	f.v.InvalidateAll()
 	check(ReasonOK, "the revision set back")
 
-	s, rev, reason, err := f.v.CookieSession(ctx, "", tc.Cookie)
+	s, rev, reason, err := ks.CookieSession(ctx, tc.Cookie)
 	if err != nil || reason != "" || s.User != "ann" || rev != 3 {
 		t.Fatalf("CookieSession = %+v, %d, %q, %v", s, rev, reason, err)
 	}

@@ -1,7 +1,6 @@
 package authz
 
 import (
-	"fmt"
 	"net/http"
 
 	"github.com/redis/go-redis/v9"
@@ -93,17 +92,10 @@ const maxCookieScratch = 1 << 16
 // cache miss of /verify does: MAC or signature, expiry, identity and
 // revision. It reads nothing from Redis.
 func (k Keyspace) OpenCookie(value string) (*Session, error) {
-	cf, ok := k.t.format.(*cookieFormat)
-	if !ok {
-		return nil, fmt.Errorf("%s sessions are in Redis, not in their cookie", k.t.format.format())
-	}
 	// cookie-session's signature is a second cookie, checked by
 	// RequestSession: a value an operator pastes is taken as it is.
-	s, err := cf.open(k.t, value, k.t.now())
-	if err != nil {
-		return nil, fmt.Errorf("session cookie: %w", err)
-	}
-	return s, nil
+	_, s, err := openCookie(k.t, value)
+	return s, err
 }
 
 // RevisionKey is where user's current revision lives, for a format whose

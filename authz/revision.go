@@ -12,24 +12,6 @@ import (
 // cookie ends by a deny entry under its cookieID; all of a user's cookies
 // end by the user's revision moving on (docs/formats.md).
 
-// Format returns the session format of tenant ("" without a tenant file).
-func (v *Verifier) Format(tenant string) (Format, error) {
-	t, err := v.tenant(tenant)
-	if err != nil {
-		return "", err
-	}
-	return t.format.format(), nil
-}
-
-// CookieName returns the session cookie name of tenant.
-func (v *Verifier) CookieName(tenant string) (string, error) {
-	t, err := v.tenant(tenant)
-	if err != nil {
-		return "", err
-	}
-	return t.cookieName(), nil
-}
-
 // cookieName is the name of the cookie the tenant's sessions travel in.
 func (t *tenant) cookieName() string {
 	switch f := t.format.(type) {
@@ -67,28 +49,25 @@ func (v *Verifier) requestSession(t *tenant, lines []string) (id, raw string, r 
 }
 
 // openCookie decodes a cookie of t's format that carries its session.
-func (v *Verifier) openCookie(t *tenant, value string) (*cookieFormat, *Session, error) {
+func openCookie(t *tenant, value string) (*cookieFormat, *Session, error) {
 	cf, ok := t.format.(*cookieFormat)
 	if !ok {
 		return nil, nil, fmt.Errorf("%s sessions are in Redis, not in their cookie", t.format.format())
 	}
-	s, err := cf.open(t, value, v.cfg.Now())
+	s, err := cf.open(t, value, t.now())
 	if err != nil {
 		return nil, nil, fmt.Errorf("session cookie: %w", err)
 	}
 	return cf, s, nil
 }
 
-// Revision returns user's current revision in tenant (0 when none is
+// Revision returns user's current revision in the tenant (0 when none is
 // stored), for session show.
-func (v *Verifier) Revision(ctx context.Context, tenant, user string) (int64, error) {
-	t, err := v.tenant(tenant)
-	if err != nil {
-		return 0, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, v.cfg.RedisTimeout)
+func (k Keyspace) Revision(ctx context.Context, user string) (int64, error) {
+	t := k.t
+	ctx, cancel := context.WithTimeout(ctx, t.store.timeout)
 	defer cancel()
-	pipe := v.rdb.Pipeline()
+	pipe := t.store.rdb.Pipeline()
 	get := getCapped(ctx, pipe, t.revisionKey(user), maxRevisionBytes)
 	_, _ = pipe.Exec(ctx)
 	if err := readErr(get); err != nil {
@@ -97,17 +76,14 @@ func (v *Verifier) Revision(ctx context.Context, tenant, user string) (int64, er
 	return readRevision(get)
 }
 
-// CookieSession decodes a cookie of tenant's format that carries its
+// CookieSession decodes a cookie of the tenant's format that carries its
 // session, and reports what Redis holds against it, for session show:
 // the session, its revision, and whether it is denied or its revision
 // stale (stale_revision) — the reason the read path would refuse it, ""
 // when it would not.
-func (v *Verifier) CookieSession(ctx context.Context, tenant, value string) (s *Session, revision int64, r Reason, err error) {
-	t, err := v.tenant(tenant)
-	if err != nil {
-		return nil, 0, "", err
-	}
-	cf, s, err := v.openCookie(t, value)
+func (k Keyspace) CookieSession(ctx context.Context, value string) (s *Session, revision int64, r Reason, err error) {
+	t := k.t
+	cf, s, err := openCookie(t, value)
 	var re *reasonError
 	if errors.As(err, &re) {
 		return nil, 0, re.r, nil

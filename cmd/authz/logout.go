@@ -63,7 +63,7 @@ func runLogout(ctx context.Context, out io.Writer, f *logoutFlags) error {
 		if err != nil {
 			return err
 		}
-		if format, _ := tl.v.Format(f.tenant); !format.Stored() {
+		if ks, err := tl.v.Keyspace(f.tenant); err == nil && !ks.Format().Stored() {
 			fmt.Fprintf(out, "denied cookie %s; event published to %d subscribers\n", authz.SessionHash(sid), n)
 			return nil
 		}
@@ -77,7 +77,7 @@ func runLogout(ctx context.Context, out io.Writer, f *logoutFlags) error {
 	if err != nil {
 		return err
 	}
-	if format, _ := tl.v.Format(f.tenant); !format.Stored() {
+	if ks, err := tl.v.Keyspace(f.tenant); err == nil && !ks.Format().Stored() {
 		fmt.Fprintf(out, "moved user %q to a new revision: every cookie signed in before is refused; event published to %d subscribers\n", f.user, n)
 		return nil
 	}

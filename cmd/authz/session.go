@@ -46,12 +46,12 @@ func showSession(ctx context.Context, out io.Writer, f *sessionFlags, ref string
 		return err
 	}
 	defer tl.close()
-	format, err := tl.v.Format(f.tenant)
+	ks, err := tl.v.Keyspace(f.tenant)
 	if err != nil {
 		return err
 	}
-	if !format.Stored() {
-		return showCookie(ctx, out, tl.v, f.tenant, strings.TrimSpace(ref))
+	if !ks.Format().Stored() {
+		return showCookie(ctx, out, ks, strings.TrimSpace(ref))
 	}
 	sid, err := tl.v.ParseSessionRef(f.tenant, strings.TrimSpace(ref))
 	if err != nil {
@@ -80,8 +80,8 @@ func showSession(ctx context.Context, out io.Writer, f *sessionFlags, ref string
 
 // showCookie is session show for a cookie that carries its session: what it
 // holds, and whether authz would refuse it, and why.
-func showCookie(ctx context.Context, out io.Writer, v *authz.Verifier, tenant, value string) error {
-	s, rev, reason, err := v.CookieSession(ctx, tenant, value)
+func showCookie(ctx context.Context, out io.Writer, ks authz.Keyspace, value string) error {
+	s, rev, reason, err := ks.CookieSession(ctx, value)
 	if err != nil {
 		return err
 	}
@@ -101,7 +101,7 @@ func showCookie(ctx context.Context, out io.Writer, v *authz.Verifier, tenant, v
 	fmt.Fprintf(out, "revision %d\n", rev)
 	if reason != "" {
 		if s.User != "" {
-			if cur, err := v.Revision(ctx, tenant, s.User); err == nil {
+			if cur, err := ks.Revision(ctx, s.User); err == nil {
 				fmt.Fprintf(out, "current  %d\n", cur)
 			}
 		}
