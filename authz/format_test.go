@@ -279,9 +279,9 @@ func TestCookieFormatEnds(t *testing.T) {
 	f.v.InvalidateAll()
 	check(ReasonOK, "the revision set back")
 
-	s, rev, reason, err := ks.CookieSession(ctx, tc.Cookie)
-	if err != nil || reason != "" || s.User != "ann" || rev != 3 {
-		t.Fatalf("CookieSession = %+v, %d, %q, %v", s, rev, reason, err)
+	st, err := ks.CookieSession(ctx, tc.Cookie)
+	if err != nil || st.Reason != "" || st.ID != id || st.Session.User != "ann" || st.Session.Revision() != 3 {
+		t.Fatalf("CookieSession = %+v, %v", st, err)
 	}
 }
 
@@ -476,4 +476,42 @@ func FuzzCookieFormatsReadPath(f *testing.F) {
 			}
 		}
 	})
+}
+
+// What an operator pastes for a cookie that carries its session names it
+// only if it verifies: a cookie-session value comes with its signature.
+func TestParseCookieRef(t *testing.T) {
+	vs := loadFormatVectors(t)
+	now := time.UnixMilli(vs.NowMS)
+	r := testenv.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	ck, cs := vs.CookieSession[0], vs.ClientSessions[0]
+	ckf := newFormatFixture(t, rdb, now, Config{Format: FormatCookieSession, Secrets: ck.Config.Keys})
+	csf := newFormatFixture(t, rdb, now, Config{Format: FormatClientSessions, CookieName: cs.Config.CookieName, Secrets: []string{cs.Config.Secret}})
+	ckKS, _ := ckf.v.Keyspace("")
+	csKS, _ := csf.v.Keyspace("")
+	value := ck.Header[len("session="):strings.Index(ck.Header, ";")]
+	for _, tc := range []struct {
+		ks  Keyspace
+		ref string
+		ok  bool
+	}{
+		{ckKS, ck.Header, true},
+		{ckKS, value, false}, // the value alone is signed by nothing
+		{ckKS, "session=eyJ1c2VybmFtZSI6IngifQ==; session.sig=UJaZ-wCWFuNBsidfi4AmKMRifqI", false},
+		{csKS, cs.Cookie, true},
+		{csKS, cs.Cookie[:len(cs.Cookie)-1] + "A", false},
+	} {
+		id, raw, err := tc.ks.ParseCookieRef(tc.ref)
+		if (err == nil) != tc.ok {
+			t.Errorf("ParseCookieRef(%q) = %q, %v; want ok=%v", tc.ref, id, err, tc.ok)
+		}
+		if tc.ok && (id != CookieID(raw) || raw == "") {
+			t.Errorf("ParseCookieRef(%q) = %q, %q", tc.ref, id, raw)
+		}
+		if st, err := tc.ks.CookieSession(context.Background(), tc.ref); err != nil || (st.Reason == "" || st.Reason == ReasonStaleRevision) != tc.ok {
+			t.Errorf("CookieSession(%q) = %+v, %v; want readable=%v", tc.ref, st, err, tc.ok)
+		}
+	}
 }

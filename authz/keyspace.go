@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"fmt"
 	"net/http"
 
 	"github.com/redis/go-redis/v9"
@@ -89,13 +90,38 @@ func (k Keyspace) RequestSession(lines []string) (id, raw string, r Reason) {
 const maxCookieScratch = 1 << 16
 
 // OpenCookie decodes a cookie of a format that carries its session, as a
-// cache miss of /verify does: MAC or signature, expiry, identity and
-// revision. It reads nothing from Redis.
-func (k Keyspace) OpenCookie(value string) (*Session, error) {
-	// cookie-session's signature is a second cookie, checked by
-	// RequestSession: a value an operator pastes is taken as it is.
-	_, s, err := openCookie(k.t, value)
+// cache miss of /verify does: MAC, expiry, identity and revision. raw is
+// the cookie's value as RequestSession or ParseCookieRef returned it
+// (cookie-session's signature, a second cookie, is checked there). It
+// reads nothing from Redis.
+func (k Keyspace) OpenCookie(raw string) (*Session, error) {
+	_, s, err := openCookie(k.t, raw)
 	return s, err
+}
+
+// ParseCookieRef reads what an operator pastes for a cookie that carries
+// its session: a client-sessions cookie's value, or for cookie-session
+// both cookies as the browser's Cookie header holds them
+// ("session=…; session.sig=…"), since the value alone is signed by nothing.
+// It returns the cookie's id and value once the cookie verifies: a forged
+// one names nothing.
+func (k Keyspace) ParseCookieRef(ref string) (id, raw string, err error) {
+	cf, ok := k.t.format.(*cookieFormat)
+	if !ok {
+		return "", "", fmt.Errorf("%s sessions are in Redis, not in their cookie", k.t.format.format())
+	}
+	if cf.ck != nil {
+		var r Reason
+		if id, raw, r = k.RequestSession([]string{ref}); r != "" {
+			return "", "", fmt.Errorf("cookie-session cookie: %s (pass both cookies as the Cookie header has them: '%s=…; %s=…')", r, cf.ck.Name(), cf.ck.SigName())
+		}
+	} else {
+		id, raw = CookieID(ref), ref
+	}
+	if _, _, err := openCookie(k.t, raw); err != nil {
+		return "", "", err
+	}
+	return id, raw, nil
 }
 
 // RevisionKey is where user's current revision lives, for a format whose

@@ -76,34 +76,58 @@ func (k Keyspace) Revision(ctx context.Context, user string) (int64, error) {
 	return readRevision(get)
 }
 
+// CookieState is what session show says of a cookie that carries its
+// session.
+type CookieState struct {
+	// ID is the cookie's id (CookieID): what its deny entry and logout
+	// event name.
+	ID string
+	// Session is what the cookie holds; nil when it does not read.
+	Session *Session
+	// Reason is why /verify would refuse the cookie, "" when it would not.
+	Reason Reason
+}
+
 // CookieSession decodes a cookie of the tenant's format that carries its
-// session, and reports what Redis holds against it, for session show:
-// the session, its revision, and whether it is denied or its revision
-// stale (stale_revision) — the reason the read path would refuse it, ""
-// when it would not.
-func (k Keyspace) CookieSession(ctx context.Context, value string) (s *Session, revision int64, r Reason, err error) {
+// session (ref as ParseCookieRef takes it) and reports what Redis holds
+// against it, for session show: whether it is denied or its revision stale.
+func (k Keyspace) CookieSession(ctx context.Context, ref string) (CookieState, error) {
 	t := k.t
+	var st CookieState
+	var value string
+	if cf, ok := t.format.(*cookieFormat); ok && cf.ck != nil {
+		var r Reason
+		if st.ID, value, r = k.RequestSession([]string{ref}); r != "" {
+			st.Reason = r
+			return st, nil
+		}
+	} else {
+		st.ID, value = CookieID(ref), ref
+	}
 	cf, s, err := openCookie(t, value)
 	var re *reasonError
 	if errors.As(err, &re) {
-		return nil, 0, re.r, nil
+		st.Reason = re.r
+		return st, nil
 	}
 	if err != nil {
-		return nil, 0, "", err
+		return st, err
 	}
+	st.Session = s
 	if s.User == "" {
-		return s, s.revision, ReasonAnonymous, nil
+		st.Reason = ReasonAnonymous
+		return st, nil
 	}
-	err = cf.read(ctx, t, CookieID(value), s)
+	err = cf.read(ctx, t, st.ID, s)
 	switch {
 	case errors.Is(err, errRevoked):
-		return s, s.revision, ReasonRevoked, nil
+		st.Reason = ReasonRevoked
 	case errors.Is(err, errStaleRevision):
-		return s, s.revision, ReasonStaleRevision, nil
+		st.Reason = ReasonStaleRevision
 	case err != nil:
-		return nil, 0, "", err
+		return st, err
 	}
-	return s, s.revision, "", nil
+	return st, nil
 }
 
 // Revision is the session's revision (--revision-path), 0 for a format

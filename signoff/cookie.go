@@ -19,10 +19,8 @@ var cookieSession = format{
 	ref: func(s *Signoff, ks authz.Keyspace, ref string) (session, error) {
 		// The cookie must verify: nobody fills Redis with entries for
 		// cookies that were never issued.
-		if _, err := ks.OpenCookie(ref); err != nil {
-			return session{}, err
-		}
-		return session{id: authz.CookieID(ref), raw: ref}, nil
+		id, raw, err := ks.ParseCookieRef(ref)
+		return session{id: id, raw: raw}, err
 	},
 	owner: func(s *Signoff, ctx context.Context, ks authz.Keyspace, x session) (string, error) {
 		sess, err := ks.OpenCookie(x.raw)

@@ -80,32 +80,33 @@ func showSession(ctx context.Context, out io.Writer, f *sessionFlags, ref string
 
 // showCookie is session show for a cookie that carries its session: what it
 // holds, and whether authz would refuse it, and why.
-func showCookie(ctx context.Context, out io.Writer, ks authz.Keyspace, value string) error {
-	s, rev, reason, err := ks.CookieSession(ctx, value)
+func showCookie(ctx context.Context, out io.Writer, ks authz.Keyspace, ref string) error {
+	st, err := ks.CookieSession(ctx, ref)
 	if err != nil {
 		return err
 	}
+	s := st.Session
 	if s == nil {
-		return fmt.Errorf("cookie refused: %s", reason)
+		return fmt.Errorf("cookie refused: %s", st.Reason)
 	}
 	user := s.User
 	if user == "" {
 		user = "(anonymous: not signed in)"
 	}
-	fmt.Fprintf(out, "cookie   %s\nuser     %s\nroles    %s\n", authz.SessionHash(authz.CookieID(value)), user, strings.Join(s.Roles, ","))
+	fmt.Fprintf(out, "cookie   %s\nuser     %s\nroles    %s\n", authz.SessionHash(st.ID), user, strings.Join(s.Roles, ","))
 	if !s.Expires.IsZero() {
 		fmt.Fprintf(out, "expires  %s\n", s.Expires.UTC().Format(time.RFC3339))
 	} else {
 		fmt.Fprintln(out, "expires  never (the format carries no expiry)")
 	}
-	fmt.Fprintf(out, "revision %d\n", rev)
-	if reason != "" {
+	fmt.Fprintf(out, "revision %d\n", s.Revision())
+	if st.Reason != "" {
 		if s.User != "" {
 			if cur, err := ks.Revision(ctx, s.User); err == nil {
 				fmt.Fprintf(out, "current  %d\n", cur)
 			}
 		}
-		return fmt.Errorf("cookie refused: %s", reason)
+		return fmt.Errorf("cookie refused: %s", st.Reason)
 	}
 	return nil
 }

@@ -45,6 +45,16 @@ type nodeApp struct {
 	revision bool
 }
 
+// ref is what an operator pastes to name the session of cookies j:
+// the session cookie's value, or for cookie-session both cookies as the
+// Cookie header holds them.
+func (app nodeApp) ref(j jar) string {
+	if app.format == "cookie-session" {
+		return app.cookie + "=" + j[app.cookie] + "; " + app.cookie + ".sig=" + j[app.cookie+".sig"]
+	}
+	return j[app.cookie]
+}
+
 // fastifySecret is the Fastify app's secret: @fastify/session wants 32
 // characters or more, testenv.SessionSecret has fewer. (No comma: the
 // app reads a comma-separated list.)
