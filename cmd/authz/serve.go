@@ -108,6 +108,7 @@ type sessionFlags struct {
 	log         logFlags
 	cfg         authz.Config
 	userPaths   []string
+	rolePaths   []string
 	channel     string
 	tenantsFile string
 	tenant      string
@@ -128,6 +129,7 @@ func (f *sessionFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&c.RevokedPrefix, "revoked-prefix", "authz:revoked:", "Redis key prefix of the markers logouts leave so re-saved sessions stay dead")
 	fs.StringVar(&f.channel, "logout-channel", logout.DefaultChannel, "Redis pub/sub channel of logout events")
 	fs.DurationVar(&c.StoreTTL, "store-ttl", 86400*time.Second, "TTL of sessions whose cookie has no maxAge (connect-redis's ttl option)")
+	fs.StringSliceVar(&f.rolePaths, "roles-path", []string{"passport.user.roles", "user.roles"}, "session paths tried in order for the roles allow_roles checks")
 	fs.StringSliceVar(&f.userPaths, "user-path", []string{"passport.user", "user"}, "session paths tried in order for the identity; an object gives its id")
 	fs.IntVar(&c.MaxSessionBytes, "max-session-bytes", 1<<20, "largest stored session read from Redis")
 	fs.StringVar(&f.tenantsFile, "tenants", "", "tenant file (YAML) mapping hosts to tenants, each with its own key prefix, cookie and secrets; reloaded on SIGHUP (see docs/tenants.md)")
@@ -163,6 +165,9 @@ func (f *sessionFlags) config() (authz.Config, error) {
 	if c.UserPaths, err = parsePaths("--user-path", f.userPaths); err != nil {
 		return c, err
 	}
+	if c.RolesPaths, err = parsePaths("--roles-path", f.rolePaths); err != nil {
+		return c, err
+	}
 	if f.redis.timeout <= 0 {
 		return c, errors.New("--redis-timeout must be positive")
 	}
@@ -184,7 +189,6 @@ func (f *sessionFlags) config() (authz.Config, error) {
 type serveFlags struct {
 	sessionFlags
 	listen, metricsListen string
-	rolePaths             []string
 	accessTokenPaths      []string
 	headers               []string
 	shutdownTimeout       time.Duration
@@ -231,7 +235,6 @@ func newServe() *cobra.Command {
 	fs.BoolVar(&c.EnforceExpires, "enforce-expires", false, "also reject sessions whose cookie.expires has passed (for stores written without a TTL)")
 	fs.BoolVar(&c.BearerTokens, "bearer-tokens", false, "accept Authorization: Bearer <token> from API clients, looked up under --token-prefix (see authz token)")
 	fs.StringVar(&c.TokenPrefix, "token-prefix", authz.TokenPrefixDefault, "Redis key prefix of API tokens (each stored as the hex SHA-256 of the token)")
-	fs.StringSliceVar(&f.rolePaths, "roles-path", []string{"passport.user.roles", "user.roles"}, "session paths tried in order for the roles allow_roles checks")
 	fs.StringSliceVar(&f.accessTokenPaths, "access-token-path", nil, "session paths tried in order for the access token that locations with access_token= in their verify URL relay to their service, e.g. passport.user.accessToken (none: no relay)")
 	fs.StringVar(&c.UserHeader, "user-header", "X-Auth-User", "response header carrying the identity")
 	fs.StringVar(&c.HostHeader, "host-header", authz.HostFromForwardedHost, "where the host that picks the tenant is read: x-forwarded-host (nginx/, Caddy, Traefik), x-original-url (ingress-nginx) or host; it must be a header the front proxy sets itself")
@@ -264,9 +267,6 @@ func newServe() *cobra.Command {
 func (f *serveFlags) config() (authz.Config, error) {
 	c, err := f.sessionFlags.config()
 	if err != nil {
-		return c, err
-	}
-	if c.RolesPaths, err = parsePaths("--roles-path", f.rolePaths); err != nil {
 		return c, err
 	}
 	if len(f.accessTokenPaths) > 0 {
