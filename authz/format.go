@@ -413,7 +413,14 @@ func newCookieFormat(f Format, t Tenant, cfg *Config) (*cookieFormat, error) {
 		read: func(_ *Verifier, ctx context.Context, t *tenant, id string, s *Session) ([]byte, time.Duration, error) {
 			return nil, 0, cf.read(ctx, t, id, s)
 		},
-		prefix:   func(t *tenant) string { return t.store.revokedKey("") },
+		// The deny entry ends one cookie, the revision all of a user's:
+		// a stale allow must hear both.
+		prefixes: func(t *tenant) []string {
+			if cf.revisionPath == nil {
+				return []string{t.store.revokedKey("")}
+			}
+			return []string{t.store.revokedKey(""), t.revisionKey("")}
+		},
 		logID:    shortHash,
 		notFound: ReasonNotFound, tooLarge: ReasonSessionTooLarge,
 		invalid: ReasonInvalidSession, anonymous: ReasonAnonymous,

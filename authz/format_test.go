@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -512,6 +513,55 @@ func TestParseCookieRef(t *testing.T) {
 		}
 		if st, err := tc.ks.CookieSession(context.Background(), tc.ref); err != nil || (st.Reason == "" || st.Reason == ReasonStaleRevision) != tc.ok {
 			t.Errorf("CookieSession(%q) = %+v, %v; want readable=%v", tc.ref, st, err, tc.ok)
+		}
+	}
+}
+
+// A stale allow of a cookie that carries its session needs tracking to
+// cover both keys that can end it: its deny entry and its user's
+// revision. A guard covering only the deny prefix (a tenant added by a
+// reload under an untracked revision prefix) must not serve it stale: an
+// INCR of the revision would go unheard.
+func TestCookieStaleNeedsTheRevisionTracked(t *testing.T) {
+	vs := loadFormatVectors(t)
+	now := time.UnixMilli(vs.NowMS)
+	r := testenv.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	tc := vs.ClientSessions[0] // ann, rev 3
+	rdb.Set(context.Background(), "authz:rev:ann", 3, 0)
+	for _, revTracked := range []bool{true, false} {
+		var clk atomic.Int64
+		clk.Store(now.UnixNano())
+		v, err := New(Config{
+			Format: FormatClientSessions, CookieName: tc.Config.CookieName, Secrets: []string{tc.Config.Secret},
+			RevisionPath: []string{"rev"}, UserPaths: [][]string{{"username"}}, MaxCookieBytes: 4096,
+			CacheTTL: 100 * time.Millisecond, StaleIfError: time.Hour, RedisTimeout: 200 * time.Millisecond,
+			Now: func() time.Time { return time.Unix(0, clk.Load()) },
+		}, rdb, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.SetStaleGuard(func(p string) bool {
+			return strings.HasPrefix(p, "authz:revoked:") || revTracked && strings.HasPrefix(p, "authz:rev:")
+		})
+		q := &Query{Cookies: []string{tc.Config.CookieName + "=" + tc.Cookie}, Host: "app.example"}
+		if a := v.Decide(context.Background(), q); a.Reason != ReasonOK {
+			t.Fatalf("before the outage: %s", a.Reason)
+		}
+		if !revTracked {
+			r.Stop()
+		}
+		clk.Add(int64(200 * time.Millisecond))
+		a := v.Decide(context.Background(), q)
+		if revTracked {
+			if a.Reason != ReasonOK {
+				t.Fatalf("both prefixes tracked: %s, want ok", a.Reason)
+			}
+			continue
+		}
+		if a.Reason == ReasonOK {
+			t.Fatalf("revision prefix untracked, Redis down: served stale")
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package authz
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -122,6 +124,25 @@ func (k Keyspace) ParseCookieRef(ref string) (id, raw string, err error) {
 		return "", "", err
 	}
 	return id, raw, nil
+}
+
+// LiveCookie opens value as OpenCookie does and reads what Redis holds
+// against it as a cache miss of /verify does. ended is true when the
+// cookie is denied or its revision is not its user's current one: a
+// cookie that is over names nobody to log out.
+func (k Keyspace) LiveCookie(ctx context.Context, value string) (s *Session, ended bool, err error) {
+	s, err = k.OpenCookie(value)
+	if err != nil {
+		return nil, false, err
+	}
+	err = k.t.format.(*cookieFormat).read(ctx, k.t, CookieID(value), s)
+	switch {
+	case errors.Is(err, errRevoked), errors.Is(err, errStaleRevision):
+		return nil, true, nil
+	case err != nil:
+		return nil, false, err
+	}
+	return s, false, nil
 }
 
 // RevisionKey is where user's current revision lives, for a format whose

@@ -24,8 +24,9 @@ type entryKind struct {
 	// read fetches what Redis holds for key: the stored JSON and its
 	// key's TTL, or for an opened session, only whether it is over.
 	read func(v *Verifier, ctx context.Context, t *tenant, key string, opened *Session) ([]byte, time.Duration, error)
-	// prefix is the tenant's Redis prefix of the kind, for stale allows.
-	prefix func(t *tenant) string
+	// prefixes are the tenant's Redis prefixes of every key that can end
+	// an entry of the kind: a stale allow needs tracking to cover each.
+	prefixes func(t *tenant) []string
 	// logID names key in a log line without revealing it.
 	logID func(key string) string
 	// Reasons for what a read can find besides an identity.
@@ -51,7 +52,7 @@ var sessionKind = &entryKind{
 	read: func(_ *Verifier, ctx context.Context, t *tenant, sid string, _ *Session) ([]byte, time.Duration, error) {
 		return t.store.load(ctx, sid)
 	},
-	prefix:   func(t *tenant) string { return t.store.prefix },
+	prefixes: func(t *tenant) []string { return []string{t.store.prefix} },
 	logID:    shortHash,
 	notFound: ReasonNotFound, tooLarge: ReasonSessionTooLarge,
 	invalid: ReasonInvalidSession, anonymous: ReasonAnonymous,
@@ -274,8 +275,14 @@ func (v *Verifier) stale(t *tenant, k *entryKind, key []byte, now int64) *entry 
 	if v.cfg.StaleIfError <= 0 || v.bypass.Load() {
 		return nil
 	}
-	if g := v.staleGuard.Load(); g == nil || !(*g)(k.prefix(t)) {
+	g := v.staleGuard.Load()
+	if g == nil {
 		return nil
+	}
+	for _, p := range k.prefixes(t) {
+		if !(*g)(p) {
+			return nil
+		}
 	}
 	e := v.cache.peek(key)
 	if e == nil || e.tenant != t || e.sess == nil || now >= e.until+int64(v.cfg.StaleIfError) {

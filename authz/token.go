@@ -148,7 +148,7 @@ var tokenKind = &entryKind{
 	read: func(v *Verifier, ctx context.Context, t *tenant, key string, _ *Session) ([]byte, time.Duration, error) {
 		return v.readToken(ctx, t, key[1:])
 	},
-	prefix:   func(t *tenant) string { return t.tokenPrefix },
+	prefixes: func(t *tenant) []string { return []string{t.tokenPrefix} },
 	logID:    func(key string) string { return key[1:9] },
 	notFound: ReasonTokenNotFound, tooLarge: ReasonInvalidToken,
 	invalid: ReasonInvalidToken, anonymous: ReasonInvalidToken,

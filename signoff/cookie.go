@@ -23,9 +23,19 @@ var cookieSession = format{
 		return session{id: id, raw: raw}, err
 	},
 	owner: func(s *Signoff, ctx context.Context, ks authz.Keyspace, x session) (string, error) {
-		sess, err := ks.OpenCookie(x.raw)
-		if err != nil {
+		if _, err := ks.OpenCookie(x.raw); err != nil {
 			return "", nil // expired or unreadable: nobody to log out
+		}
+		// A cookie already over (denied, or its revision moved on) names
+		// nobody either: else a kept copy of an ended cookie-session
+		// cookie, which never expires, could sign its user out
+		// everywhere again and again.
+		sess, ended, err := ks.LiveCookie(ctx, x.raw)
+		if err != nil {
+			return "", fmt.Errorf("read what ends cookie %s: %w", authz.SessionHash(x.id), err)
+		}
+		if ended {
+			return "", nil
 		}
 		return sess.User, nil
 	},

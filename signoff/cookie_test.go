@@ -105,6 +105,7 @@ func TestCookieLogoutEndpoint(t *testing.T) {
 		c.Now = func() time.Time { return now }
 	})
 	ctx := context.Background()
+	f.rdb.Set(ctx, "authz:rev:ann", 3, 0) // the cookie's own: it is live
 	pub := &pubRecorder{}
 	h := f.s.Endpoint(pub, EndpointConfig{})
 	req := httptest.NewRequest(http.MethodPost, "/logout?everywhere=1", nil)
@@ -117,10 +118,52 @@ func TestCookieLogoutEndpoint(t *testing.T) {
 	if got := w.Header().Get("Set-Cookie"); got == "" || got[:len(name)+1] != name+"=" {
 		t.Fatalf("Set-Cookie %q", got)
 	}
-	if f.rdb.Get(ctx, "authz:rev:ann").Val() != "1" || f.rdb.Exists(ctx, "authz:revoked:sess:"+authz.CookieID(cookie)).Val() != 1 {
+	if f.rdb.Get(ctx, "authz:rev:ann").Val() != "4" || f.rdb.Exists(ctx, "authz:revoked:sess:"+authz.CookieID(cookie)).Val() != 1 {
 		t.Fatal("the endpoint left no revision or no deny entry")
 	}
 	if len(pub.events) != 1 || pub.events[0].Kind != logout.KindUser || pub.events[0].User != "ann" {
 		t.Fatalf("events %+v", pub.events)
+	}
+}
+
+// A cookie that is already over (its revision moved on, or denied) names
+// nobody to log out: POST /logout?everywhere=1 with a copy of it must not
+// move its user's revision on, or whoever kept an old cookie-session
+// cookie (which never expires) could sign its user out everywhere, again
+// and again, for as long as the keys last.
+func TestCookieLogoutEverywhereNeedsALiveCookie(t *testing.T) {
+	name, secret, cookie, now := csVector(t)
+	f := newFixture(t, func(c *authz.Config) {
+		c.Format, c.CookieName, c.Secrets = authz.FormatClientSessions, name, []string{secret}
+		c.UserPaths, c.RevisionPath = [][]string{{"username"}}, []string{"rev"}
+		c.Now = func() time.Time { return now }
+	})
+	ctx := context.Background()
+	h := f.s.Endpoint(&pubRecorder{}, EndpointConfig{})
+	post := func() {
+		t.Helper()
+		req := httptest.NewRequest(http.MethodPost, "/logout?everywhere=1", nil)
+		req.Header.Set("Cookie", name+"="+cookie)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != http.StatusSeeOther {
+			t.Fatalf("status %d", w.Code)
+		}
+	}
+	f.rdb.Set(ctx, "authz:rev:ann", 4, 0) // the cookie carries 3: already logged out
+	post()
+	if got := f.rdb.Get(ctx, "authz:rev:ann").Val(); got != "4" {
+		t.Fatalf("a stale cookie moved ann's revision to %s", got)
+	}
+	f.rdb.Set(ctx, "authz:rev:ann", 3, 0)
+	f.rdb.Set(ctx, "authz:revoked:sess:"+authz.CookieID(cookie), "1", time.Hour)
+	post()
+	if got := f.rdb.Get(ctx, "authz:rev:ann").Val(); got != "3" {
+		t.Fatalf("a denied cookie moved ann's revision to %s", got)
+	}
+	f.rdb.Del(ctx, "authz:revoked:sess:"+authz.CookieID(cookie))
+	post()
+	if got := f.rdb.Get(ctx, "authz:rev:ann").Val(); got != "4" {
+		t.Fatalf("a live cookie: revision %s, want 4", got)
 	}
 }
