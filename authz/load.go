@@ -154,6 +154,10 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, key, raw string, k *ent
 		return nil, errOverloaded
 	}
 	defer v.pending.Add(-1)
+	// The key's TTL counts from when Redis read it, at or after sent:
+	// counting it from after the answer arrived would let the entry
+	// outlive the key by the round trip.
+	sent := v.cfg.Now().UnixNano()
 	data, ttl, err := k.read(v, ctx, t, key, opened)
 	nowT := v.cfg.Now()
 	now := nowT.UnixNano()
@@ -219,7 +223,7 @@ func (v *Verifier) fetch(ctx context.Context, t *tenant, key, raw string, k *ent
 	s.userValue = []string{s.User}
 	e := &entry{tenant: t, sess: s, until: now + int64(v.cfg.CacheTTL)}
 	if ttl > 0 {
-		kd := now + int64(ttl)
+		kd := sent + int64(ttl)
 		e.keyDeadline.Store(kd)
 		e.keyExpires.Store(kd)
 		e.until = min(e.until, kd)
