@@ -3,7 +3,6 @@ package tokens
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,37 +10,18 @@ import (
 	"time"
 
 	"github.com/authz/authz/authz"
+	"github.com/authz/authz/internal/authztest"
 	"github.com/authz/authz/internal/testenv"
 	"github.com/authz/authz/logout"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
 
 const (
-	testSecret = "keyboard cat"
-	aliceJSON  = `{"cookie":{"originalMaxAge":3600000,"expires":"2020-01-01T00:00:00.000Z","httpOnly":true,"path":"/"},"passport":{"user":{"id":"alice","email":"alice@example.com","roles":["admin"]}}}`
-	svcJSON    = `{"user":{"id":"svc-billing","roles":["admin"]},"token":{"name":"billing","created":"2026-01-02T03:04:05Z"}}`
+	testSecret = authztest.Secret
+	aliceJSON  = authztest.AliceJSON
+	svcJSON    = authztest.SvcJSON
+	twoTenants = authztest.TwoTenants
 )
-
-// twoTenants is two tenants on one Redis, as authz's tenant tests have
-// them.
-const twoTenants = `
-defaults:
-  key_prefix: "sessions:{tenant}:{app}:"
-  app: web
-tenants:
-  - name: acme
-    hosts: [acme.test, "*.acme.test"]
-    secrets: [acme-secret]
-  - name: globex
-    hosts: [globex.test]
-    app: portal
-    cookie_name: globex.sid
-    secrets: [globex-secret, globex-old]
-    user_paths: [user]
-    headers: {X-Auth-Name: user.name}
-    login_url: https://globex.test/signin
-`
 
 // fixture is a Verifier with bearer tokens on and an hour of cache (so
 // only an invalidation can explain a cached token turning into a deny),
@@ -56,18 +36,12 @@ type fixture struct {
 
 func newFixture(t testing.TB, mod func(*authz.Config)) *fixture {
 	t.Helper()
-	r := testenv.StartRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: 1, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { rdb.Close() })
 	cfg := authz.Config{Secrets: []string{testSecret}, RedisTimeout: time.Second, BearerTokens: true, CacheTTL: time.Hour}
 	if mod != nil {
 		mod(&cfg)
 	}
-	v, err := authz.New(cfg, rdb, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &fixture{t: t, redis: r, rdb: rdb, v: v, is: New(v)}
+	base := authztest.Start(t, cfg, io.Discard)
+	return &fixture{t: t, redis: base.Redis, rdb: base.RDB, v: base.V, is: New(base.V)}
 }
 
 // token creates a token for doc through Create and returns it.
