@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"strconv"
@@ -306,6 +307,9 @@ func (v *Verifier) buildTenants(ts []Tenant) (*tenantSet, error) {
 	}
 	hostOwner := make(map[string]*Tenant)
 	prefixOwner := make(map[string]*Tenant)
+	// keyOwner: for formats whose cookie carries the session, the tenant
+	// that verifies with each secret (or client-sessions signature key).
+	keyOwner := make(map[string]*Tenant)
 	for i := range ts {
 		t := &ts[i]
 		if !validTenantName(t.Name) {
@@ -342,9 +346,35 @@ func (v *Verifier) buildTenants(ts []Tenant) (*tenantSet, error) {
 				set.exact[key] = bt
 			}
 		}
-		// Secrets and cookie names may be shared: a cookie only names a
-		// session id, looked up under this tenant's prefix alone, so the
-		// prefixes below are what must not overlap.
+		// A cookie that carries its session (client-sessions,
+		// cookie-session) is looked up nowhere: its signature is the only
+		// thing tying it to a tenant. Under a shared key, A's cookie would
+		// pass on B's host as B's user of the same id, and a user logged
+		// out in A (A's revision) would walk into B. So such tenants of one
+		// format verify with keys of their own.
+		if f := cmp.Or(t.Format, v.cfg.Format); !f.Stored() {
+			keys := t.Secrets
+			if keys == nil {
+				keys = v.cfg.Secrets
+			}
+			if f == FormatClientSessions {
+				if sk := cmp.Or(string(t.SignatureKey), string(v.cfg.SignatureKey)); sk != "" {
+					// An explicit signature key decides the MAC, whatever
+					// the secret.
+					keys = []string{"\x00signature key\x00" + sk}
+				}
+			}
+			for _, k := range keys {
+				id := string(f) + "\x00" + k
+				if o := keyOwner[id]; o != nil && o != t {
+					return nil, fmt.Errorf("%s: shares a %s secret with %s: a cookie carrying its session is tied to its tenant by its signature alone, so one tenant's cookies would pass as the other's users; give each tenant its own secret", t.where(), f, o.where())
+				}
+				keyOwner[id] = t
+			}
+		}
+		// Secrets and cookie names may otherwise be shared: a cookie only
+		// names a session id, looked up under this tenant's prefix alone,
+		// so the prefixes below are what must not overlap.
 		prefix := bt.store.prefix
 		mine := []string{prefix}
 		if v.cfg.BearerTokens {

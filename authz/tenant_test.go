@@ -90,6 +90,26 @@ func TestSetTenantsRefusesWhatWouldMixTenants(t *testing.T) {
 	if err := f.v.SetTenants(base()); err != nil {
 		t.Fatalf("valid tenants refused: %v", err)
 	}
+	// Sessions in Redis may share a secret; cookie formats of their own
+	// secrets, or of two formats, are fine too.
+	for _, mod := range []func([]Tenant){
+		func(ts []Tenant) { ts[1].Secrets = ts[0].Secrets },
+		func(ts []Tenant) { ts[1].Secrets, ts[1].Format = ts[0].Secrets, FormatFastifySession },
+		func(ts []Tenant) { ts[0].Format, ts[1].Format = FormatClientSessions, FormatClientSessions },
+		func(ts []Tenant) {
+			ts[0].Format, ts[1].Format = FormatCookieSession, FormatClientSessions
+			ts[1].Secrets = ts[0].Secrets
+		},
+	} {
+		ts := base()
+		mod(ts)
+		if err := f.v.SetTenants(ts); err != nil {
+			t.Errorf("valid tenants refused: %v", err)
+		}
+	}
+	if err := f.v.SetTenants(base()); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		mod  func([]Tenant)
@@ -104,6 +124,16 @@ func TestSetTenantsRefusesWhatWouldMixTenants(t *testing.T) {
 		{"bad wildcard", func(ts []Tenant) { ts[1].Hosts = []string{"b.*.test"} }, "want a host name"},
 		{"no hosts", func(ts []Tenant) { ts[1].Hosts = nil }, "no hosts"},
 		{"bad cookie name", func(ts []Tenant) { ts[1].CookieName = "a;b" }, "cookie name"},
+		// A cookie carrying its session is tied to its tenant by its
+		// signature alone.
+		{"client-sessions sharing a secret", func(ts []Tenant) {
+			ts[0].Format, ts[1].Format = FormatClientSessions, FormatClientSessions
+			ts[1].Secrets = ts[0].Secrets
+		}, "shares a client-sessions secret"},
+		{"cookie-session sharing one key of two", func(ts []Tenant) {
+			ts[0].Format, ts[1].Format = FormatCookieSession, FormatCookieSession
+			ts[1].Secrets = []string{"new", "sa"}
+		}, "shares a cookie-session secret"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := base()
