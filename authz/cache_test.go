@@ -66,16 +66,16 @@ func TestCacheFollowsSubscription(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.CacheTTL = time.Hour })
 	sid, c := f.session(bobJSON, time.Hour)
 	f.v.Subscribed(false)
-	gets := f.calls("getrange")
+	gets := f.redis.Calls("getrange")
 	f.verify(c, "")
 	f.verify(c, "")
-	if n := f.calls("getrange") - gets; n != 2 {
+	if n := f.redis.Calls("getrange") - gets; n != 2 {
 		t.Fatalf("subscription down: %d GETs for 2 requests; want 2 (no caching)", n)
 	}
 	f.v.Subscribed(true)
 	f.verify(c, "")
 	f.verify(c, "")
-	if n := f.calls("getrange") - gets; n != 3 {
+	if n := f.redis.Calls("getrange") - gets; n != 3 {
 		t.Fatalf("subscription live: %d GETs; want 3 (cached again)", n)
 	}
 	// Tracking says the key changed: the next request reads it again.

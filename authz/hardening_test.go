@@ -2,31 +2,12 @@ package authz
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
-
-// netOutput is how many bytes Redis has sent its clients, from INFO stats.
-func (f *fixture) netOutput() int64 {
-	f.t.Helper()
-	info, err := f.rdb.Info(context.Background(), "stats").Result()
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	for _, line := range strings.Split(info, "\r\n") {
-		if rest, ok := strings.CutPrefix(line, "total_net_output_bytes:"); ok {
-			var n int64
-			fmt.Sscanf(rest, "%d", &n)
-			return n
-		}
-	}
-	f.t.Fatal("no total_net_output_bytes in INFO stats")
-	return 0
-}
 
 // A huge value under a session or token key is refused as invalid without
 // crossing the network: before, the 32 MiB were downloaded whole, the read
@@ -53,7 +34,7 @@ func TestHugeValueIsRefusedUnread(t *testing.T) {
 	}
 	_, alice := f.session(aliceJSON, time.Hour)
 
-	before := f.netOutput()
+	before := f.redis.NetOutput()
 	for range 3 {
 		f.v.InvalidateAll()
 		if w := f.verify(cookie, ""); w.Code != 401 {
@@ -66,7 +47,7 @@ func TestHugeValueIsRefusedUnread(t *testing.T) {
 			t.Fatalf("session key holding a hash: %d; want 401", w.Code)
 		}
 	}
-	if sent := f.netOutput() - before; sent > 16<<20 {
+	if sent := f.redis.NetOutput() - before; sent > 16<<20 {
 		t.Errorf("Redis sent %d bytes to refuse them: the values crossed the network", sent)
 	}
 	for r, want := range map[Reason]float64{ReasonSessionTooLarge: 3, ReasonInvalidToken: 3, ReasonInvalidSession: 3, ReasonStoreUnavailable: 0} {

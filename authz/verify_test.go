@@ -77,23 +77,6 @@ func (f *fixture) verify(cookie, query string, hdr ...string) *httptest.Response
 	return w
 }
 
-// calls is how many times Redis ran cmd, from INFO commandstats.
-func (f *fixture) calls(cmd string) int {
-	f.t.Helper()
-	info, err := f.rdb.Info(context.Background(), "commandstats").Result()
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	for _, line := range strings.Split(info, "\r\n") {
-		if rest, ok := strings.CutPrefix(line, "cmdstat_"+cmd+":calls="); ok {
-			var n int
-			fmt.Sscanf(rest, "%d", &n)
-			return n
-		}
-	}
-	return 0
-}
-
 const (
 	aliceJSON = `{"cookie":{"originalMaxAge":3600000,"expires":"2020-01-01T00:00:00.000Z","httpOnly":true,"path":"/"},"passport":{"user":{"id":"alice","email":"alice@example.com","roles":["admin"]}}}`
 	bobJSON   = `{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"passport":{"user":{"id":"bob","roles":"dev"}}}`
@@ -201,13 +184,13 @@ func TestVerifyExpiry(t *testing.T) {
 func TestVerifyCache(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.CacheTTL = time.Hour; c.NegativeCacheTTL = time.Hour })
 	sid, c := f.session(bobJSON, time.Hour)
-	gets := f.calls("getrange")
+	gets := f.redis.Calls("getrange")
 	for range 5 {
 		if w := f.verify(c, ""); w.Code != 200 {
 			t.Fatalf("status %d", w.Code)
 		}
 	}
-	if n := f.calls("getrange") - gets; n != 1 {
+	if n := f.redis.Calls("getrange") - gets; n != 1 {
 		t.Fatalf("5 requests made %d GETs; want 1", n)
 	}
 
@@ -224,11 +207,11 @@ func TestVerifyCache(t *testing.T) {
 	}
 
 	// Negative cache: the same dead cookie reaches Redis once.
-	gets = f.calls("getrange")
+	gets = f.redis.Calls("getrange")
 	for range 5 {
 		f.verify(c, "")
 	}
-	if n := f.calls("getrange") - gets; n != 0 {
+	if n := f.redis.Calls("getrange") - gets; n != 0 {
 		t.Fatalf("dead cookie made %d GETs; want 0 (negatively cached)", n)
 	}
 
@@ -246,7 +229,7 @@ func TestVerifySingleflight(t *testing.T) {
 	_, c := f.session(bobJSON, time.Hour)
 	// Make the load slow enough that the misses overlap: CLIENT PAUSE holds
 	// every client's commands in Redis until it ends.
-	gets := f.calls("getrange")
+	gets := f.redis.Calls("getrange")
 	admin := f.redis.Client()
 	if err := admin.Do(context.Background(), "CLIENT", "PAUSE", "300", "WRITE").Err(); err != nil {
 		t.Fatal(err)
@@ -265,7 +248,7 @@ func TestVerifySingleflight(t *testing.T) {
 			t.Fatalf("request %d: %d", i, code)
 		}
 	}
-	if n := f.calls("getrange") - gets; n != 1 {
+	if n := f.redis.Calls("getrange") - gets; n != 1 {
 		t.Fatalf("50 concurrent misses made %d GETs; want 1", n)
 	}
 }
@@ -309,9 +292,9 @@ func TestVerifyTouch(t *testing.T) {
 	testenv.WaitFor(t, 5*time.Second, "the TTL to slide to an hour", func() bool {
 		return f.rdb.TTL(context.Background(), "sess:"+sid).Val() > 59*time.Minute
 	})
-	before := f.calls("expire")
+	before := f.redis.Calls("expire")
 	f.verify(c, "")
-	if n := f.calls("expire") - before; n != 0 {
+	if n := f.redis.Calls("expire") - before; n != 0 {
 		t.Fatalf("touched again within the interval: %d EXPIREs", n)
 	}
 	// A fresh session is not touched; a key without TTL is never touched.
@@ -319,7 +302,7 @@ func TestVerifyTouch(t *testing.T) {
 	sid2, c2 := f.session(bobJSON, 0)
 	f.verify(c, "")
 	f.verify(c2, "")
-	if n := f.calls("expire") - before; n != 0 {
+	if n := f.redis.Calls("expire") - before; n != 0 {
 		t.Fatalf("%d unexpected EXPIREs", n)
 	}
 	if ttl := f.rdb.TTL(context.Background(), "sess:"+sid2).Val(); ttl != -1 {
@@ -329,7 +312,7 @@ func TestVerifyTouch(t *testing.T) {
 	g := newFixture(t, func(c *Config) { c.TouchInterval = -1 })
 	sid, c = g.session(aliceJSON, 100*time.Second)
 	g.verify(c, "")
-	if n := g.calls("expire"); n != 0 {
+	if n := g.redis.Calls("expire"); n != 0 {
 		t.Fatalf("touch disabled but %d EXPIREs", n)
 	}
 	_ = sid

@@ -2,11 +2,9 @@ package signoff
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -74,24 +72,6 @@ func (f *fixture) tenantSession(prefix, sid, json string) {
 	}
 }
 
-// netOutput is how many bytes Redis has sent its clients, from INFO stats.
-func (f *fixture) netOutput() int64 {
-	f.t.Helper()
-	info, err := f.rdb.Info(context.Background(), "stats").Result()
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	for _, line := range strings.Split(info, "\r\n") {
-		if rest, ok := strings.CutPrefix(line, "total_net_output_bytes:"); ok {
-			var n int64
-			fmt.Sscanf(rest, "%d", &n)
-			return n
-		}
-	}
-	f.t.Fatal("no total_net_output_bytes in INFO stats")
-	return 0
-}
-
 // counter is the value of the counter name{result=result} in reg, as
 // /metrics would show it.
 func counter(t testing.TB, reg *prometheus.Registry, name, result string) float64 {
@@ -127,5 +107,3 @@ func (f *fixture) verify(cookie, query string, hdr ...string) *httptest.Response
 	f.t.Helper()
 	return f.Verify(cookie, query, hdr...)
 }
-
-func (f *fixture) calls(cmd string) int { return f.Calls(cmd) }

@@ -224,11 +224,11 @@ func TestUserWalkSkipsAHugeValueUnread(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.session(aliceJSON, time.Hour)
-	before := f.netOutput()
+	before := f.redis.NetOutput()
 	if n, err := f.s.RevokeUser(ctx, "", "alice"); n != 1 || err != nil {
 		t.Errorf("RevokeUser = %d, %v; want alice's one session", n, err)
 	}
-	if sent := f.netOutput() - before; sent > 16<<20 {
+	if sent := f.redis.NetOutput() - before; sent > 16<<20 {
 		t.Errorf("Redis sent %d bytes for a user-wide logout: the huge value crossed the network", sent)
 	}
 }

@@ -56,16 +56,16 @@ func TestUserLogoutsShareOneWalk(t *testing.T) {
 	ctx := context.Background()
 	f.manySessions(20000)
 	// What one walk costs.
-	scans := f.calls("scan")
+	scans := f.redis.Calls("scan")
 	if _, err := f.s.RevokeUser(ctx, "", "nobody"); err != nil {
 		t.Fatal(err)
 	}
-	oneWalk := f.calls("scan") - scans
+	oneWalk := f.redis.Calls("scan") - scans
 
 	_, cookie := f.session(aliceJSON, time.Hour)
 	_, other := f.session(aliceJSON, time.Hour)
 	h := f.s.Endpoint(&lockedPub{}, EndpointConfig{})
-	scans = f.calls("scan")
+	scans = f.redis.Calls("scan")
 	var wg sync.WaitGroup
 	codes := make([]int, 6)
 	for i := range codes {
@@ -80,7 +80,7 @@ func TestUserLogoutsShareOneWalk(t *testing.T) {
 	// Those arriving once the first walk scans share one more walk (it may
 	// be past sessions created since); SCAN's COUNT is a hint: the same
 	// keyspace may take a step more.
-	if n := f.calls("scan") - scans; n >= 3*oneWalk {
+	if n := f.redis.Calls("scan") - scans; n >= 3*oneWalk {
 		t.Errorf("six concurrent logouts of one user made %d SCAN calls; one walk makes %d, and they share at most two", n, oneWalk)
 	}
 	if w := f.verify(other, ""); w.Code != 401 {
@@ -98,11 +98,11 @@ func TestUserLogoutWalkCancelledWithItsRequests(t *testing.T) {
 	f.manySessions(60000)
 	_, cookie := f.session(aliceJSON, time.Hour)
 	h := f.s.Endpoint(&lockedPub{}, EndpointConfig{})
-	scans := f.calls("scan")
+	scans := f.redis.Calls("scan")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
 	go func() { done <- postLogout(h, ctx, cookie) }()
-	testenv.WaitFor(t, 5*time.Second, "the walk to start", func() bool { return f.calls("scan") > scans+1 })
+	testenv.WaitFor(t, 5*time.Second, "the walk to start", func() bool { return f.redis.Calls("scan") > scans+1 })
 	cancel()
 	<-done
 	testenv.WaitFor(t, 5*time.Second, "the walk to stop", func() bool {

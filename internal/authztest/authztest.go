@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -116,21 +115,4 @@ func (f *Fixture) Verify(cookie, query string, hdr ...string) *httptest.Response
 	w := httptest.NewRecorder()
 	f.V.ServeHTTP(w, req)
 	return w
-}
-
-// Calls is how many times Redis ran cmd, from INFO commandstats.
-func (f *Fixture) Calls(cmd string) int {
-	f.T.Helper()
-	info, err := f.RDB.Info(context.Background(), "commandstats").Result()
-	if err != nil {
-		f.T.Fatal(err)
-	}
-	for _, line := range strings.Split(info, "\r\n") {
-		if rest, ok := strings.CutPrefix(line, "cmdstat_"+cmd+":calls="); ok {
-			var n int
-			fmt.Sscanf(rest, "%d", &n)
-			return n
-		}
-	}
-	return 0
 }

@@ -316,3 +316,48 @@ func (r *Redis) Client() *redis.Client {
 	r.t.Cleanup(func() { c.Close() })
 	return c
 }
+
+// Calls is how many times the server has run cmd (as INFO commandstats
+// names it: "get", "scan") since it started: a test's way to tell whether
+// a read reached Redis at all.
+func (r *Redis) Calls(cmd string) int {
+	r.t.Helper()
+	n, _ := r.stat("commandstats", "cmdstat_"+cmd+":calls=")
+	return int(n)
+}
+
+// NetOutput is how many bytes the server has sent its clients since it
+// started: a test's way to tell whether a value crossed the network.
+func (r *Redis) NetOutput() int64 {
+	r.t.Helper()
+	n, ok := r.stat("stats", "total_net_output_bytes:")
+	if !ok {
+		r.t.Fatal("no total_net_output_bytes in INFO stats")
+	}
+	return n
+}
+
+// stat is the number after prefix in a line of INFO section, and whether
+// there was one.
+func (r *Redis) stat(section, prefix string) (int64, bool) {
+	r.t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	info, err := c.Info(ctx, section).Result()
+	if err != nil {
+		r.t.Fatalf("INFO %s from redis-server %s: %v", section, r.Addr, err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if rest, ok := strings.CutPrefix(line, prefix); ok {
+			num, _, _ := strings.Cut(rest, ",")
+			n, err := strconv.ParseInt(num, 10, 64)
+			if err != nil {
+				r.t.Fatalf("INFO %s from redis-server %s: %q: %v", section, r.Addr, line, err)
+			}
+			return n, true
+		}
+	}
+	return 0, false
+}
