@@ -1,42 +1,15 @@
 package authz
 
 import (
-	"bufio"
 	"bytes"
-	"io"
-	"net"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/authz/authz/internal/testenv"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
-
-// rawHead sends one request to addr and returns the head of the answer as
-// it came over the wire: the status line through the blank line.
-func rawHead(t *testing.T, addr, req string) []byte {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c, req); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReaderSize(c, 64<<10)
-	var head []byte
-	for !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
-		line, err := br.ReadSlice('\n')
-		head = append(head, line...)
-		if err != nil {
-			t.Fatalf("reading the answer: %v after %q", err, head)
-		}
-	}
-	return head
-}
 
 // Every /verify answer fits --max-answer-header-bytes, whatever the client
 // sends and whatever the session holds, from either server: Nginx counts
@@ -69,7 +42,7 @@ func TestEveryAnswerFitsTheCap(t *testing.T) {
 	}
 	for name, uri := range uris {
 		for server, addr := range map[string]string{"net/http": stdAddr} {
-			head := rawHead(t, addr, "GET /verify HTTP/1.1\r\nHost: authz\r\nX-Original-URI: "+uri+"\r\nConnection: close\r\n\r\n")
+			head := testenv.RawHead(t, addr, "GET /verify HTTP/1.1\r\nHost: authz\r\nX-Original-URI: "+uri+"\r\nConnection: close\r\n\r\n")
 			if len(head) > limit {
 				t.Errorf("%s, %s server: 401 head is %d bytes, over %d", name, server, len(head), limit)
 			}
@@ -80,7 +53,7 @@ func TestEveryAnswerFitsTheCap(t *testing.T) {
 	}
 	for _, cookie := range []string{big, three, relayed, token} {
 		for server, addr := range map[string]string{"net/http": stdAddr} {
-			head := rawHead(t, addr, "GET /verify?access_token=pass HTTP/1.1\r\nHost: authz\r\nCookie: connect.sid="+cookie+"\r\nConnection: close\r\n\r\n")
+			head := testenv.RawHead(t, addr, "GET /verify?access_token=pass HTTP/1.1\r\nHost: authz\r\nCookie: connect.sid="+cookie+"\r\nConnection: close\r\n\r\n")
 			if len(head) > limit {
 				t.Errorf("%s server: 200 head is %d bytes, over %d", server, len(head), limit)
 			}

@@ -3,9 +3,11 @@
 package testenv
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -360,4 +362,30 @@ func (r *Redis) stat(section, prefix string) (int64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// RawHead sends req, bytes as they are, to a fresh connection to addr and
+// returns the head of the answer as it came over the wire: the status line
+// through the blank line. The exchange has 5 s.
+func RawHead(t testing.TB, addr, req string) []byte {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReaderSize(c, 64<<10)
+	var head []byte
+	for !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
+		line, err := br.ReadSlice('\n')
+		head = append(head, line...)
+		if err != nil {
+			t.Fatalf("reading the answer: %v after %q", err, head)
+		}
+	}
+	return head
 }
