@@ -16,59 +16,9 @@ import (
 	"github.com/authz/authz/internal/testenv"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/authz/authz/internal/fmtvectors"
 )
-
-// formatVectors is sessionfmt/testdata/vectors.json: cookies the real npm
-// packages made (sessionfmt/testdata/gen), with what each package made of
-// them. Here they go through the whole read path.
-type formatVectors struct {
-	NowMS          int64 `json:"now_ms"`
-	ClientSessions []struct {
-		Name   string `json:"name"`
-		Config struct {
-			CookieName, Secret, EncryptionKey, SignatureKey, EncryptionAlgorithm, SignatureAlgorithm string
-		} `json:"config"`
-		Cookie  string          `json:"cookie"`
-		Want    string          `json:"want"`
-		Content json.RawMessage `json:"content"`
-	} `json:"client_sessions"`
-	CookieSession []struct {
-		Name   string `json:"name"`
-		Config struct {
-			Name string   `json:"name"`
-			Keys []string `json:"keys"`
-			Hash string   `json:"hash"`
-		} `json:"config"`
-		Header  string          `json:"header"`
-		Want    string          `json:"want"`
-		Content json.RawMessage `json:"content"`
-	} `json:"cookie_session"`
-	FastifySession []struct {
-		Name   string `json:"name"`
-		Config struct {
-			CookieName   string   `json:"cookieName"`
-			Secrets      []string `json:"secrets"`
-			Algorithm    string   `json:"algorithm"`
-			CookiePrefix string   `json:"cookiePrefix"`
-		} `json:"config"`
-		Header string `json:"header"`
-		Want   string `json:"want"`
-		SID    string `json:"sid"`
-	} `json:"fastify_session"`
-}
-
-func loadFormatVectors(t testing.TB) *formatVectors {
-	t.Helper()
-	b, err := os.ReadFile("../sessionfmt/testdata/vectors.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v formatVectors
-	if err := json.Unmarshal(b, &v); err != nil {
-		t.Fatal(err)
-	}
-	return &v
-}
 
 // vectorReason is the reason the read path gives a vector's class.
 var vectorReason = map[string]Reason{
@@ -145,7 +95,7 @@ func wantForContent(t *testing.T, rdb *redis.Client, content json.RawMessage) Re
 }
 
 func TestFormatVectorsThroughTheReadPath(t *testing.T) {
-	vs := loadFormatVectors(t)
+	vs := fmtvectors.Committed(t)
 	now := time.UnixMilli(vs.NowMS)
 	r := testenv.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
@@ -221,7 +171,7 @@ func TestFormatVectorsThroughTheReadPath(t *testing.T) {
 // the user's revision, a deny entry for the cookie, each heard through the
 // logout event or tracking. (Package signoff writes them: its tests.)
 func TestCookieFormatEnds(t *testing.T) {
-	vs := loadFormatVectors(t)
+	vs := fmtvectors.Committed(t)
 	now := time.UnixMilli(vs.NowMS)
 	r := testenv.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
@@ -325,7 +275,7 @@ func TestFormatConfig(t *testing.T) {
 // benchFormats are a valid cookie of each format, from the vectors, with
 // a Verifier reading it.
 func benchFormats(b *testing.B) (map[Format]*formatFixture, map[Format]string) {
-	vs := loadFormatVectors(b)
+	vs := fmtvectors.Committed(b)
 	now := time.UnixMilli(vs.NowMS)
 	r := testenv.StartRedis(b)
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
@@ -436,7 +386,7 @@ tenants:
 // differs from a valid one in any byte is never allowed, even right after
 // the valid one was (a hit must not answer for a cookie it did not check).
 func FuzzCookieFormatsReadPath(f *testing.F) {
-	vs := loadFormatVectors(f)
+	vs := fmtvectors.Committed(f)
 	now := time.UnixMilli(vs.NowMS)
 	r := testenv.StartRedis(f)
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
@@ -482,7 +432,7 @@ func FuzzCookieFormatsReadPath(f *testing.F) {
 // What an operator pastes for a cookie that carries its session names it
 // only if it verifies: a cookie-session value comes with its signature.
 func TestParseCookieRef(t *testing.T) {
-	vs := loadFormatVectors(t)
+	vs := fmtvectors.Committed(t)
 	now := time.UnixMilli(vs.NowMS)
 	r := testenv.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
@@ -523,7 +473,7 @@ func TestParseCookieRef(t *testing.T) {
 // reload under an untracked revision prefix) must not serve it stale: an
 // INCR of the revision would go unheard.
 func TestCookieStaleNeedsTheRevisionTracked(t *testing.T) {
-	vs := loadFormatVectors(t)
+	vs := fmtvectors.Committed(t)
 	now := time.UnixMilli(vs.NowMS)
 	r := testenv.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})

@@ -3,6 +3,8 @@ package sessionfmt
 import (
 	"testing"
 	"time"
+
+	"github.com/authz/authz/internal/fmtvectors"
 )
 
 // The codecs run on a cache miss only; these figures are their cost per
@@ -10,9 +12,9 @@ import (
 // caller reuses, as a pooled request would.
 
 func BenchmarkClientSessionsParse(b *testing.B) {
-	v := committedVectors(b)
+	v := fmtvectors.Committed(b)
 	tc := v.ClientSessions[0]
-	c := tc.codec(b)
+	c := csCodec(b, &tc)
 	now := time.UnixMilli(v.NowMS)
 	lines := []string{"_ga=GA1.2.3; " + c.CookieName() + "=" + tc.Cookie}
 	buf := make([]byte, 0, 256)
@@ -26,9 +28,9 @@ func BenchmarkClientSessionsParse(b *testing.B) {
 }
 
 func BenchmarkCookieSessionParse(b *testing.B) {
-	v := committedVectors(b)
+	v := fmtvectors.Committed(b)
 	tc := v.CookieSession[0]
-	c := tc.codec(b)
+	c := ckCodec(b, &tc)
 	lines := []string{"_ga=GA1.2.3; " + tc.Header}
 	buf := make([]byte, 0, 256)
 	b.ReportAllocs()
@@ -41,9 +43,9 @@ func BenchmarkCookieSessionParse(b *testing.B) {
 }
 
 func BenchmarkFastifySessionParse(b *testing.B) {
-	v := committedVectors(b)
+	v := fmtvectors.Committed(b)
 	tc := v.FastifySession[0]
-	c := tc.codec(b)
+	c := fsCodec(b, &tc)
 	lines := []string{"_ga=GA1.2.3; " + tc.Header}
 	b.ReportAllocs()
 	for b.Loop() {
@@ -56,7 +58,7 @@ func BenchmarkFastifySessionParse(b *testing.B) {
 
 // BenchmarkRevision reads a revision from a decoded client-sessions content.
 func BenchmarkRevision(b *testing.B) {
-	v := committedVectors(b)
+	v := fmtvectors.Committed(b)
 	content := []byte(v.ClientSessions[0].Content)
 	path := []string{"rev"}
 	b.ReportAllocs()

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/authz/authz/internal/fmtvectors"
 )
 
 // encodeCS makes a client-sessions cookie as the library's encode does
@@ -131,13 +133,13 @@ func TestClientSessionsParse(t *testing.T) {
 // library itself accepts some (parseInt("0123"), base64 junk); sessionfmt
 // must not.
 func TestClientSessionsNoChangedByte(t *testing.T) {
-	v := committedVectors(t)
+	v := fmtvectors.Committed(t)
 	now := time.UnixMilli(v.NowMS)
 	for _, tc := range v.ClientSessions {
 		if tc.Want != "ok" {
 			continue
 		}
-		c := tc.codec(t)
+		c := csCodec(t, &tc)
 		eachChange(t, tc.Cookie, func(changed string) {
 			if _, err := c.Parse(nil, changed, now); err == nil {
 				t.Fatalf("%s: accepted changed cookie %q", tc.Name, changed)

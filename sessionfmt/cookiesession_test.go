@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"strings"
 	"testing"
+
+	"github.com/authz/authz/internal/fmtvectors"
 )
 
 // signCK signs "name=value" as keygrip does with sha1.
@@ -72,12 +74,12 @@ func TestCookieSessionParse(t *testing.T) {
 // TestCookieSessionNoChangedByte: no one-byte change of the value or of the
 // signature of a valid cookie is accepted.
 func TestCookieSessionNoChangedByte(t *testing.T) {
-	v := committedVectors(t)
+	v := fmtvectors.Committed(t)
 	for _, tc := range v.CookieSession {
 		if tc.Want != "ok" {
 			continue
 		}
-		c := tc.codec(t)
+		c := ckCodec(t, &tc)
 		eachChange(t, tc.Value, func(changed string) {
 			if _, err := c.Parse(nil, changed, tc.Sig); err == nil {
 				t.Fatalf("%s: accepted changed value %q", tc.Name, changed)

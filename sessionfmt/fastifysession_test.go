@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/authz/authz/internal/fmtvectors"
 )
 
 // signFS signs sid as @fastify/cookie's signer does with sha256.
@@ -65,12 +67,12 @@ func TestFastifySessionParse(t *testing.T) {
 // TestFastifySessionNoChangedByte: no one-byte change of a valid cookie
 // (as sent, percent-encoded or not) is accepted.
 func TestFastifySessionNoChangedByte(t *testing.T) {
-	v := committedVectors(t)
+	v := fmtvectors.Committed(t)
 	for _, tc := range v.FastifySession {
 		if tc.Want != "ok" {
 			continue
 		}
-		c := tc.codec(t)
+		c := fsCodec(t, &tc)
 		value, _ := c.Lookup([]string{tc.Header})
 		eachChange(t, value, func(changed string) {
 			if sid, err := c.Parse(changed); err == nil && sid == tc.SID {
@@ -169,7 +171,7 @@ func TestRevision(t *testing.T) {
 		}
 	}
 	// The vectors' revisions, as the real libraries wrote them.
-	v := committedVectors(t)
+	v := fmtvectors.Committed(t)
 	for _, tc := range v.ClientSessions {
 		if tc.Want != "ok" {
 			continue

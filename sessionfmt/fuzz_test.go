@@ -3,6 +3,8 @@ package sessionfmt
 import (
 	"testing"
 	"time"
+
+	"github.com/authz/authz/internal/fmtvectors"
 )
 
 // The fuzz targets hold each decoder to two properties that can fail: it
@@ -13,9 +15,9 @@ import (
 // malleable encodings.
 
 func FuzzClientSessions(f *testing.F) {
-	v := committedVectors(f)
+	v := fmtvectors.Committed(f)
 	now := time.UnixMilli(v.NowMS)
-	var base csVector
+	var base fmtvectors.ClientSessions
 	valid := map[string]bool{}
 	for _, tc := range v.ClientSessions {
 		if tc.Config.Secret != "" && tc.Config.SignatureAlgorithm == "" && tc.Want == "ok" {
@@ -23,7 +25,7 @@ func FuzzClientSessions(f *testing.F) {
 			valid[tc.Cookie] = true
 		}
 	}
-	c := base.codec(f)
+	c := csCodec(f, &base)
 	for _, tc := range v.ClientSessions {
 		f.Add(tc.Cookie, uint16(0), byte(0))
 	}
@@ -39,8 +41,8 @@ func FuzzClientSessions(f *testing.F) {
 }
 
 func FuzzCookieSession(f *testing.F) {
-	v := committedVectors(f)
-	var base ckVector
+	v := fmtvectors.Committed(f)
+	var base fmtvectors.CookieSession
 	valid := map[[2]string]bool{}
 	for _, tc := range v.CookieSession {
 		if tc.Config.Hash == "sha1" && tc.Want == "ok" {
@@ -48,7 +50,7 @@ func FuzzCookieSession(f *testing.F) {
 			valid[[2]string{tc.Value, tc.Sig}] = true
 		}
 	}
-	c := base.codec(f)
+	c := ckCodec(f, &base)
 	for _, tc := range v.CookieSession {
 		f.Add(tc.Value, tc.Sig, uint16(0), byte(0))
 	}
@@ -64,8 +66,8 @@ func FuzzCookieSession(f *testing.F) {
 }
 
 func FuzzFastifySession(f *testing.F) {
-	v := committedVectors(f)
-	var base fsVector
+	v := fmtvectors.Committed(f)
+	var base fmtvectors.FastifySession
 	for _, tc := range v.FastifySession {
 		if tc.Config.Algorithm == "sha256" && tc.Config.CookiePrefix == "" && len(tc.Config.Secrets) == 1 && tc.Want == "ok" {
 			base = tc
@@ -79,7 +81,7 @@ func FuzzFastifySession(f *testing.F) {
 			valid[tc.SID] = true
 		}
 	}
-	c := base.codec(f)
+	c := fsCodec(f, &base)
 	baseValue, _ := c.Lookup([]string{base.Header})
 	for _, tc := range v.FastifySession {
 		value, _ := c.Lookup([]string{tc.Header})

@@ -13,77 +13,9 @@ import (
 	"time"
 
 	"github.com/authz/authz/internal/testenv"
+
+	"github.com/authz/authz/internal/fmtvectors"
 )
-
-// vectors is testdata/vectors.json, written by testdata/gen/gen.js with the
-// real npm packages. Each vector's want is the outcome sessionfmt must give;
-// node is what the package's own middleware made of the same cookie.
-type vectors struct {
-	NowMS          int64           `json:"now_ms"`
-	Versions       map[string]any  `json:"versions"`
-	ClientSessions []csVector      `json:"client_sessions"`
-	CookieSession  []ckVector      `json:"cookie_session"`
-	FastifySession []fsVector      `json:"fastify_session"`
-	Raw            json.RawMessage `json:"-"`
-}
-
-type csVector struct {
-	Name   string `json:"name"`
-	Config struct {
-		CookieName          string `json:"cookieName"`
-		Secret              string `json:"secret"`
-		EncryptionKey       string `json:"encryptionKey"`
-		SignatureKey        string `json:"signatureKey"`
-		EncryptionAlgorithm string `json:"encryptionAlgorithm"`
-		SignatureAlgorithm  string `json:"signatureAlgorithm"`
-	} `json:"config"`
-	Cookie     string          `json:"cookie"`
-	Want       string          `json:"want"`
-	Content    json.RawMessage `json:"content"`
-	GoStricter bool            `json:"go_stricter"`
-	Node       struct {
-		Session  json.RawMessage `json:"session"`
-		Error    string          `json:"error"`
-		Decoded  bool            `json:"decoded"`
-		Reissued string          `json:"reissued"`
-	} `json:"node"`
-}
-
-type ckVector struct {
-	Name   string `json:"name"`
-	Config struct {
-		Name string   `json:"name"`
-		Keys []string `json:"keys"`
-		Hash string   `json:"hash"`
-	} `json:"config"`
-	Header     string          `json:"header"`
-	Value      string          `json:"value"`
-	Sig        string          `json:"sig"`
-	Want       string          `json:"want"`
-	Content    json.RawMessage `json:"content"`
-	GoStricter bool            `json:"go_stricter"`
-	Node       struct {
-		Session json.RawMessage `json:"session"`
-	} `json:"node"`
-}
-
-type fsVector struct {
-	Name   string `json:"name"`
-	Config struct {
-		CookieName   string   `json:"cookieName"`
-		Secrets      []string `json:"secrets"`
-		Algorithm    string   `json:"algorithm"`
-		CookiePrefix string   `json:"cookiePrefix"`
-	} `json:"config"`
-	Header     string `json:"header"`
-	Want       string `json:"want"`
-	SID        string `json:"sid"`
-	GoStricter bool   `json:"go_stricter"`
-	Node       struct {
-		Username  *string `json:"username"`
-		SessionID string  `json:"sessionId"`
-	} `json:"node"`
-}
 
 // class names a Parse outcome as the vectors do.
 func class(err error) string {
@@ -106,27 +38,6 @@ func class(err error) string {
 	return "unexpected: " + err.Error()
 }
 
-func loadVectors(t testing.TB, data []byte) *vectors {
-	t.Helper()
-	var v vectors
-	if err := json.Unmarshal(data, &v); err != nil {
-		t.Fatalf("vectors: %v", err)
-	}
-	if len(v.ClientSessions) == 0 || len(v.CookieSession) == 0 || len(v.FastifySession) == 0 {
-		t.Fatal("vectors: a format has no vectors")
-	}
-	return &v
-}
-
-func committedVectors(t testing.TB) *vectors {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join("testdata", "vectors.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return loadVectors(t, data)
-}
-
 func mustHex(t testing.TB, s string) []byte {
 	t.Helper()
 	b, err := hex.DecodeString(s)
@@ -136,7 +47,7 @@ func mustHex(t testing.TB, s string) []byte {
 	return b
 }
 
-func (v *csVector) codec(t testing.TB) *ClientSessions {
+func csCodec(t testing.TB, v *fmtvectors.ClientSessions) *ClientSessions {
 	t.Helper()
 	c, err := NewClientSessions(ClientSessionsOptions{
 		CookieName:          v.Config.CookieName,
@@ -152,7 +63,7 @@ func (v *csVector) codec(t testing.TB) *ClientSessions {
 	return c
 }
 
-func (v *ckVector) codec(t testing.TB) *CookieSession {
+func ckCodec(t testing.TB, v *fmtvectors.CookieSession) *CookieSession {
 	t.Helper()
 	c, err := NewCookieSession(CookieSessionOptions{Name: v.Config.Name, Keys: v.Config.Keys, Hash: v.Config.Hash})
 	if err != nil {
@@ -161,7 +72,7 @@ func (v *ckVector) codec(t testing.TB) *CookieSession {
 	return c
 }
 
-func (v *fsVector) codec(t testing.TB) *FastifySession {
+func fsCodec(t testing.TB, v *fmtvectors.FastifySession) *FastifySession {
 	t.Helper()
 	c, err := NewFastifySession(FastifySessionOptions{
 		CookieName: v.Config.CookieName, Secrets: v.Config.Secrets,
@@ -193,11 +104,11 @@ func isNull(b json.RawMessage) bool {
 // checkVectors holds sessionfmt to every vector: the outcome it wants, and
 // agreement with what the Node package itself decided, except where the
 // vector marks sessionfmt as deliberately stricter.
-func checkVectors(t *testing.T, v *vectors) {
+func checkVectors(t *testing.T, v *fmtvectors.Vectors) {
 	now := time.UnixMilli(v.NowMS)
 	for _, tc := range v.ClientSessions {
 		t.Run("client-sessions/"+tc.Name, func(t *testing.T) {
-			c := tc.codec(t)
+			c := csCodec(t, &tc)
 			got, ok := c.Lookup([]string{"other=1; " + c.CookieName() + "=" + tc.Cookie})
 			if !ok || got != tc.Cookie {
 				t.Fatalf("Lookup = %q, %v", got, ok)
@@ -244,7 +155,7 @@ func checkVectors(t *testing.T, v *vectors) {
 	}
 	for _, tc := range v.CookieSession {
 		t.Run("cookie-session/"+tc.Name, func(t *testing.T) {
-			c := tc.codec(t)
+			c := ckCodec(t, &tc)
 			value, sig, ok := c.Lookup([]string{tc.Header})
 			if !ok || value != tc.Value || sig != tc.Sig {
 				t.Fatalf("Lookup = %q, %q, %v; want %q, %q", value, sig, ok, tc.Value, tc.Sig)
@@ -271,7 +182,7 @@ func checkVectors(t *testing.T, v *vectors) {
 	}
 	for _, tc := range v.FastifySession {
 		t.Run("fastify-session/"+tc.Name, func(t *testing.T) {
-			c := tc.codec(t)
+			c := fsCodec(t, &tc)
 			value, ok := c.Lookup([]string{tc.Header})
 			if !ok {
 				t.Fatal("Lookup found no cookie")
@@ -299,7 +210,7 @@ func checkVectors(t *testing.T, v *vectors) {
 
 // TestVectors checks the committed vectors: no Node needed.
 func TestVectors(t *testing.T) {
-	checkVectors(t, committedVectors(t))
+	checkVectors(t, fmtvectors.Committed(t))
 }
 
 // TestVectorsFromNode makes fresh vectors with the real npm packages
@@ -324,8 +235,8 @@ func TestVectorsFromNode(t *testing.T) {
 	if err != nil {
 		t.Fatalf("node gen.js: %v\n%s", err, stderr.Bytes())
 	}
-	v := loadVectors(t, out)
-	committed := committedVectors(t)
+	v := fmtvectors.Parse(t, out)
+	committed := fmtvectors.Committed(t)
 	// Node's own version may differ from the one that made the committed
 	// file; the packages' must not.
 	delete(v.Versions, "node")

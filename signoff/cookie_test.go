@@ -2,34 +2,21 @@ package signoff
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/authz/authz/authz"
 	"github.com/authz/authz/logout"
+
+	"github.com/authz/authz/internal/fmtvectors"
 )
 
 // csVector is a client-sessions cookie the real npm package made, of ann
 // at revision 3 (sessionfmt/testdata/vectors.json).
 func csVector(t *testing.T) (cookieName, secret, cookie string, now time.Time) {
-	b, err := os.ReadFile("../sessionfmt/testdata/vectors.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v struct {
-		NowMS          int64 `json:"now_ms"`
-		ClientSessions []struct {
-			Config struct{ CookieName, Secret string } `json:"config"`
-			Cookie string                              `json:"cookie"`
-		} `json:"client_sessions"`
-	}
-	if err := json.Unmarshal(b, &v); err != nil {
-		t.Fatal(err)
-	}
+	v := fmtvectors.Committed(t)
 	c := v.ClientSessions[0]
 	return c.Config.CookieName, c.Config.Secret, c.Cookie, time.UnixMilli(v.NowMS)
 }
