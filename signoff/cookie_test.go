@@ -13,24 +13,27 @@ import (
 	"github.com/authz/authz/internal/fmtvectors"
 )
 
-// csVector is a client-sessions cookie the real npm package made, of ann
-// at revision 3 (sessionfmt/testdata/vectors.json).
-func csVector(t *testing.T) (cookieName, secret, cookie string, now time.Time) {
+// csFixture is a fixture for client-sessions (user at username, revision
+// at rev) and a cookie the real npm package made of ann at revision 3
+// (sessionfmt/testdata/vectors.json), with its cookie name; the fixture's
+// clock is the one the cookie was made at.
+func csFixture(t *testing.T) (f *fixture, cookieName, cookie string) {
 	v := fmtvectors.Committed(t)
 	c := v.ClientSessions[0]
-	return c.Config.CookieName, c.Config.Secret, c.Cookie, time.UnixMilli(v.NowMS)
+	now := time.UnixMilli(v.NowMS)
+	f = newFixture(t, func(cfg *authz.Config) {
+		cfg.Format, cfg.CookieName, cfg.Secrets = authz.FormatClientSessions, c.Config.CookieName, []string{c.Config.Secret}
+		cfg.UserPaths, cfg.RevisionPath = [][]string{{"username"}}, []string{"rev"}
+		cfg.Now = func() time.Time { return now }
+	})
+	return f, c.Config.CookieName, c.Cookie
 }
 
 // A logout of a cookie that carries its session writes what /verify
 // checks beside it: a deny entry for that cookie (never the cookie), kept
 // as long as the cookie lives; for the user, the revision moved on.
 func TestCookieLogout(t *testing.T) {
-	name, secret, cookie, now := csVector(t)
-	f := newFixture(t, func(c *authz.Config) {
-		c.Format, c.CookieName, c.Secrets = authz.FormatClientSessions, name, []string{secret}
-		c.UserPaths, c.RevisionPath = [][]string{{"username"}}, []string{"rev"}
-		c.Now = func() time.Time { return now }
-	})
+	f, name, cookie := csFixture(t)
 	ctx := context.Background()
 	f.rdb.Set(ctx, "authz:rev:ann", 3, 0)
 	decide := func(c string) authz.Reason {
@@ -85,12 +88,7 @@ func TestCookieLogout(t *testing.T) {
 // POST /logout with such a cookie denies it, moves the user's revision on
 // with everywhere=1, and clears the cookie.
 func TestCookieLogoutEndpoint(t *testing.T) {
-	name, secret, cookie, now := csVector(t)
-	f := newFixture(t, func(c *authz.Config) {
-		c.Format, c.CookieName, c.Secrets = authz.FormatClientSessions, name, []string{secret}
-		c.UserPaths, c.RevisionPath = [][]string{{"username"}}, []string{"rev"}
-		c.Now = func() time.Time { return now }
-	})
+	f, name, cookie := csFixture(t)
 	ctx := context.Background()
 	f.rdb.Set(ctx, "authz:rev:ann", 3, 0) // the cookie's own: it is live
 	pub := &pubRecorder{}
@@ -119,12 +117,7 @@ func TestCookieLogoutEndpoint(t *testing.T) {
 // cookie (which never expires) could sign its user out everywhere, again
 // and again, for as long as the keys last.
 func TestCookieLogoutEverywhereNeedsALiveCookie(t *testing.T) {
-	name, secret, cookie, now := csVector(t)
-	f := newFixture(t, func(c *authz.Config) {
-		c.Format, c.CookieName, c.Secrets = authz.FormatClientSessions, name, []string{secret}
-		c.UserPaths, c.RevisionPath = [][]string{{"username"}}, []string{"rev"}
-		c.Now = func() time.Time { return now }
-	})
+	f, name, cookie := csFixture(t)
 	ctx := context.Background()
 	h := f.s.Endpoint(&pubRecorder{}, EndpointConfig{})
 	post := func() {
