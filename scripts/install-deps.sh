@@ -65,7 +65,13 @@ rm -f "$stamp"
 if ((${#need[@]})); then
 	if command -v apt-get >/dev/null 2>&1; then
 		sudo=""
-		[ "$(id -u)" -eq 0 ] || sudo="sudo"
+		if [ "$(id -u)" -ne 0 ]; then
+			if ! command -v sudo >/dev/null 2>&1; then
+				echo "install-deps: ${need[*]} missing; run this script as root (or install sudo), or install them yourself" >&2
+				exit 1
+			fi
+			sudo="sudo"
+		fi
 		export DEBIAN_FRONTEND=noninteractive
 		echo "install-deps: installing ${need[*]}" >&2
 		$sudo apt-get update -qq >/dev/null

@@ -142,3 +142,21 @@ func readDoc(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// The README names the Go that go.mod's go line asks for (install-deps.sh
+// checks that one), not a number of its own.
+func TestReadmeGoVersion(t *testing.T) {
+	mod := readDoc(t, "../../go.mod")
+	var want string
+	for _, line := range strings.Split(mod, "\n") {
+		if v, ok := strings.CutPrefix(line, "go "); ok {
+			want = strings.TrimSpace(v)
+		}
+	}
+	if want == "" {
+		t.Fatal("go.mod has no go line")
+	}
+	if readme := readDoc(t, "../../README.md"); !strings.Contains(readme, "Go ≥ "+want+" (go.mod") {
+		t.Errorf("README.md does not say Go ≥ %s (go.mod's go line)", want)
+	}
+}

@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func TestEnvAndFlags(t *testing.T) {
@@ -89,4 +92,80 @@ func TestServeRefusesToStart(t *testing.T) {
 			t.Errorf("authz %q: reason is not one line: %q", args, err)
 		}
 	}
+}
+
+// Every flag of every command is read from its AUTHZ_<FLAG> variable, as
+// the flag tables in docs/configuration.md say: the test sets a variable
+// for each flag, runs the command through the root (its work replaced by
+// a no-op) and reads the flag back.
+func TestEveryFlagReadsItsEnvironment(t *testing.T) {
+	var paths [][]string
+	var walk func(c *cobra.Command, path []string)
+	walk = func(c *cobra.Command, path []string) {
+		if c.Runnable() && len(path) > 0 {
+			paths = append(paths, path)
+		}
+		for _, sub := range c.Commands() {
+			walk(sub, append(slices.Clone(path), sub.Name()))
+		}
+	}
+	walk(newRoot(), nil)
+	if len(paths) < 5 {
+		t.Fatalf("found only the commands %v", paths)
+	}
+	for _, path := range paths {
+		t.Run(strings.Join(path, "_"), func(t *testing.T) {
+			root := newRoot()
+			cmd, _, err := root.Find(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]string{}
+			cmd.Flags().VisitAll(func(f *pflag.Flag) {
+				v, shown := envValue(f)
+				t.Setenv(envName(f.Name), v)
+				want[f.Name] = shown
+			})
+			ran := false
+			cmd.RunE = func(*cobra.Command, []string) error { ran = true; return nil }
+			args := slices.Clone(path)
+			if cmd.ValidateArgs(nil) != nil {
+				args = append(args, "x")
+			}
+			root.SetArgs(args)
+			if err := root.Execute(); err != nil || !ran {
+				t.Fatalf("authz %s: ran %v, %v", strings.Join(args, " "), ran, err)
+			}
+			for name, shown := range want {
+				if got := cmd.Flags().Lookup(name).Value.String(); got != shown {
+					t.Errorf("--%s = %s; %s=%q should have made it %s", name, got, envName(name), shown, shown)
+				}
+			}
+		})
+	}
+}
+
+// envValue is a value for f's variable unlike its default, and how the
+// flag shows it once set.
+func envValue(f *pflag.Flag) (value, shown string) {
+	switch f.Value.Type() {
+	case "bool":
+		if f.DefValue == "true" {
+			return "false", "false"
+		}
+		return "true", "true"
+	case "duration":
+		if f.DefValue == "7s" {
+			return "8s", "8s"
+		}
+		return "7s", "7s"
+	case "int":
+		if f.DefValue == "7" {
+			return "8", "8"
+		}
+		return "7", "7"
+	case "stringSlice", "stringArray":
+		return "env-" + f.Name, "[env-" + f.Name + "]"
+	}
+	return "env-" + f.Name, "env-" + f.Name
 }

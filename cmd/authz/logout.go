@@ -33,9 +33,6 @@ func newLogout() *cobra.Command {
 			"Exits 1 when nothing matched or Redis is unreachable.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd.Flags()); err != nil {
-				return err
-			}
 			return runLogout(cmd.Context(), cmd.OutOrStdout(), &f)
 		},
 	}

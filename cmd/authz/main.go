@@ -33,6 +33,12 @@ func newRoot() *cobra.Command {
 		Short:         "Single sign-on and single sign-off for services behind Nginx",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Every command takes its flags from the environment here, in one
+		// place, so that a new command cannot forget to: the flag tables
+		// in docs/configuration.md promise AUTHZ_<FLAG> for every flag.
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return applyEnv(cmd.Flags())
+		},
 	}
 	root.AddCommand(newServe(), newLogout(), newSession(), newToken())
 	return root

@@ -214,9 +214,6 @@ func newServe() *cobra.Command {
 			"Every flag can also be set as AUTHZ_<FLAG> (e.g. AUTHZ_CACHE_TTL=5s).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd.Flags()); err != nil {
-				return err
-			}
 			return serve(cmd.Context(), &f)
 		},
 	}

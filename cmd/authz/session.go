@@ -26,9 +26,6 @@ func newSession() *cobra.Command {
 			"with \"-\" goes after \"--\": authz session show -- -abc",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := applyEnv(cmd.Flags()); err != nil {
-				return err
-			}
 			return showSession(cmd.Context(), cmd.OutOrStdout(), &f, args[0])
 		},
 	}

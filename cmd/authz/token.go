@@ -71,9 +71,6 @@ func newTokenCreate() *cobra.Command {
 			"serve apply). Its \"token\" member is reserved for the name and creation time.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd.Flags()); err != nil {
-				return err
-			}
 			return createToken(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), &f)
 		},
 	}
@@ -168,9 +165,6 @@ func newTokenRevoke() *cobra.Command {
 			"such token exists (the event is published anyway) or Redis is unreachable.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := applyEnv(cmd.Flags()); err != nil {
-				return err
-			}
 			ref := args[0]
 			if ref == "-" {
 				line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
@@ -221,9 +215,6 @@ func newTokenList() *cobra.Command {
 			"identity and roles a verify would see, when it was created and when it expires.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd.Flags()); err != nil {
-				return err
-			}
 			return listTokens(cmd.Context(), cmd.OutOrStdout(), &f)
 		},
 	}
