@@ -1,0 +1,99 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authz/authz/authz"
+	"github.com/authz/authz/internal/testenv"
+)
+
+// rawAnswer sends req to addr exactly as written and returns the answer's
+// status line, headers and body as one string, for a test that looks for a
+// secret anywhere in what the client got.
+func rawAnswer(t *testing.T, addr, req string) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("%q: read the answer: %v", req, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%q: read the body: %v", req, err)
+	}
+	return fmt.Sprintf("%d\n%s\n%s", resp.StatusCode, strings.Join(flatten(resp.Header), "\n"), b)
+}
+
+// TestAuthAnswerNeverReachesTheBrowser: "internal" admits internal
+// redirects as well as auth subrequests, so a service answering
+// "X-Accel-Redirect: /_authz_token" (a download service that lets the
+// client name the file's location, an error_page of an operator's) sends
+// the browser's own request to authz's verify location, and Nginx hands
+// authz's answer to the browser. Before, that answer carried the session's
+// access token in X-Auth-Access-Token, from relaying and non-relaying
+// locations alike; README promises the token never reaches the browser.
+func TestAuthAnswerNeverReachesTheBrowser(t *testing.T) {
+	t.Parallel()
+	r := testenv.StartRedis(t)
+	a := testenv.StartAuthz(t, r.URL(), "--access-token-path", "passport.user.accessToken")
+	// The service: /.../accel?to=X answers with X-Accel-Redirect: X, any
+	// other path with the Authorization it got.
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if strings.HasSuffix(req.URL.Path, "/accel") {
+			w.Header().Set("X-Accel-Redirect", req.URL.Query().Get("to"))
+			return
+		}
+		fmt.Fprintln(w, req.Header.Get("Authorization"))
+	}))
+	t.Cleanup(app.Close)
+	appAddr := app.Listener.Addr().String()
+	n := testenv.StartNginxLocations(t, map[string]string{
+		"AUTHZ_ADDR": a.Addr, "APP_ADDR": appAddr, "LOGIN_ADDR": appAddr,
+	}, map[string]string{"relay.conf": relayLocations})
+
+	const token = "at.alice.never-for-the-browser"
+	sid := newSID()
+	cookie := "connect.sid=" + authz.Sign(sid, testenv.SessionSecret)
+	doc := `{"cookie":{"originalMaxAge":3600000,"path":"/","httpOnly":true},` +
+		`"passport":{"user":{"id":"alice","roles":["admin"],"accessToken":"` + token + `"}}}`
+	if err := r.Client().Set(context.Background(), "sess:"+sid, doc, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	landed := 0
+	for _, to := range []string{"/_authz_token", "/_authz_token_required", "/_authz", "/_authz_admin"} {
+		for _, from := range []string{"/orders/accel", "/api/accel", "/api-header/accel", "/static/accel", "/admin/accel"} {
+			got := rawAnswer(t, n.Addr, "GET "+from+"?to="+to+" HTTP/1.1\r\nHost: site.test\r\nCookie: "+cookie+"\r\nConnection: close\r\n\r\n")
+			if strings.Contains(got, token) {
+				t.Errorf("%s redirected to %s: the browser got the access token:\n%s", from, to, got)
+			}
+			if strings.Contains(got, "X-Auth-User: alice") {
+				landed++ // the redirect reached authz: the case this test is about
+			}
+		}
+	}
+	if landed == 0 {
+		t.Fatal("no redirect reached authz's verify location: the test checks nothing")
+	}
+	// The relay itself still works: the token reaches the service.
+	if got := rawAnswer(t, n.Addr, "GET /api/x HTTP/1.1\r\nHost: site.test\r\nCookie: "+cookie+"\r\nConnection: close\r\n\r\n"); !strings.HasSuffix(got, "Bearer "+token+"\n") {
+		t.Errorf("/api/x: the service did not get the relayed token:\n%s", got)
+	}
+}
