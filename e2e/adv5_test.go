@@ -97,3 +97,68 @@ func TestAuthAnswerNeverReachesTheBrowser(t *testing.T) {
 		t.Errorf("/api/x: the service did not get the relayed token:\n%s", got)
 	}
 }
+
+// TestTrickledBodiesDoNotKeepNginxOut: connections straight to authz that
+// send a request to /logout, /verify or another path and then
+// trickle a chunked body one byte at a time. With --stdlib-http, net/http
+// reads the body the handler left unread after it returns, with no
+// deadline, so each such connection counted as being answered for as long
+// as the client kept trickling, and --max-connections of them kept Nginx's
+// connections out: every user got the "unavailable" page. Now the body
+// must arrive within --read-header-timeout, as the narrow server requires.
+func TestTrickledBodiesDoNotKeepNginxOut(t *testing.T) {
+	eachServer(t, func(t *testing.T, front ...string) {
+		s, a1, a2 := newPairSite(t, append([]string{"--max-connections", "20", "--read-header-timeout", "1s"}, front...)...)
+		u := s.signIn(alice)
+		var conns []net.Conn
+		t.Cleanup(func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		})
+		for _, a := range []*testenv.Authz{a1, a2} {
+			for _, head := range []string{
+				"POST /logout HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+				"POST /readyz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+				"POST /verify HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+			} {
+				for range 20 {
+					c, err := net.Dial("tcp", a.Addr)
+					if err != nil {
+						t.Fatal(err)
+					}
+					conns = append(conns, c)
+					if _, err := io.WriteString(c, head); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
+		// One byte per connection every 100 ms, until the test ends.
+		stop := make(chan struct{})
+		trickled := make(chan struct{})
+		go func() {
+			defer close(trickled)
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				for _, c := range conns {
+					c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+					c.Write([]byte("a"))
+				}
+			}
+		}()
+		defer func() { close(stop); <-trickled }()
+		testenv.WaitFor(t, 10*time.Second, "authz to close the trickling connections", func() bool {
+			return metric(t, a1, "authz_connections_open") < 10 && metric(t, a2, "authz_connections_open") < 10
+		})
+		for i := range 10 {
+			if st := s.get("/orders", u.cookie).status; st != http.StatusOK {
+				t.Fatalf("request %d through nginx while clients trickle bodies: %d, want 200", i, st)
+			}
+		}
+	})
+}

@@ -424,6 +424,17 @@ func serve(ctx context.Context, f *serveFlags) error {
 	if f.stdlibHTTP {
 		// /verify is nearly every request: skip the mux's pattern matching.
 		front = newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ContentLength != 0 {
+				// A body (a logout form) must arrive within
+				// --read-header-timeout, as with the narrow server.
+				// Without it a client trickling a chunked body kept
+				// its connection "being answered" (net/http reads
+				// what a handler left unread after it returns) for as
+				// long as it liked, and --max-connections of those
+				// kept Nginx out. Nginx's subrequests have no body,
+				// so /verify pays nothing for this.
+				http.NewResponseController(w).SetReadDeadline(time.Now().Add(f.readHeaderTimeout))
+			}
 			if r.URL.Path == "/verify" {
 				v.ServeHTTP(w, r)
 				return
