@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,5 +54,56 @@ func halfSentRequestsDoNotStarveNginx(t *testing.T, front ...string) {
 	}
 	if r := s.get("/", sess.cookie); r.status != http.StatusOK {
 		t.Fatalf("after: status %d, want 200", r.status)
+	}
+}
+
+// TestUserLogoutEndsWhenItsClientLeaves: a user-wide logout walk
+// (POST /logout?everywhere=1, a pass over every session key) stops when
+// the client that asked for it closes its connection, with either server:
+// it is counted authz_logout_user_walks_total{result="cancelled"}, not run
+// to its end for nobody. Redis holds writes back (CLIENT PAUSE WRITE), so
+// the walk has read alice's sessions and waits to revoke them when the
+// client leaves, however fast the machine.
+func TestUserLogoutEndsWhenItsClientLeaves(t *testing.T) {
+	t.Parallel()
+	eachServer(t, userLogoutEndsWhenItsClientLeaves)
+}
+
+func userLogoutEndsWhenItsClientLeaves(t *testing.T, front ...string) {
+	// Each Redis call of the walk may wait 4 s for the paused writes:
+	// longer than the test takes to see the walk start and leave.
+	s := newSite(t, append(front, "--redis-timeout", "1s")...)
+	sess := s.signIn(alice)
+	s.signIn(alice) // another of her sessions, for the walk to find
+	ctx := context.Background()
+	if err := s.rdb.Do(ctx, "CLIENT", "PAUSE", "20000", "WRITE").Err(); err != nil {
+		t.Fatalf("CLIENT PAUSE: %v", err)
+	}
+	unpause := func() { s.rdb.Do(ctx, "CLIENT", "UNPAUSE") }
+	t.Cleanup(unpause)
+
+	c, err := net.Dial("tcp", s.authz.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "POST /logout?everywhere=1 HTTP/1.1\r\nHost: authz\r\nCookie: "+sess.cookie+"\r\nContent-Length: 0\r\n\r\n")
+	testenv.WaitFor(t, 5*time.Second, "the walk to start", func() bool {
+		return metric(t, s.authz, "authz_logout_user_walks_running") == 1
+	})
+	c.Close()
+	// The request ends at once (its handler logs the failure); the walk
+	// ends when its blocked write returns.
+	testenv.WaitFor(t, 5*time.Second, "the logout request to end with its client", func() bool {
+		return strings.Contains(s.authz.Output(), "logout failed")
+	})
+	unpause()
+	testenv.WaitFor(t, 10*time.Second, "the walk to end", func() bool {
+		return metric(t, s.authz, "authz_logout_user_walks_running") == 0
+	})
+	for result, want := range map[string]float64{"cancelled": 1, "ok": 0} {
+		if got := metricLabel(t, s.authz, "authz_logout_user_walks_total", `result="`+result+`"`); got != want {
+			t.Errorf("authz_logout_user_walks_total{result=%q} = %v, want %v", result, got, want)
+		}
 	}
 }
