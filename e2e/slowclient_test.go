@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -106,4 +109,84 @@ func userLogoutEndsWhenItsClientLeaves(t *testing.T, front ...string) {
 			t.Errorf("authz_logout_user_walks_total{result=%q} = %v, want %v", result, got, want)
 		}
 	}
+}
+
+// TestBodilessRequestsDoNotStarveNginx is the slow-client attack with the
+// header sent whole and the body it promises never sent, on connections
+// answered before (authz's own server gives a new connection's first
+// request its header deadline anyway): each is closed after
+// --read-header-timeout, not the idle timeout (or never, as net/http did
+// without a ReadTimeout), and --max-connections of them keep no new client
+// out: authz's own server closes one to make room at once, net/http (which
+// counts them as being answered) within the timeout.
+func TestBodilessRequestsDoNotStarveNginx(t *testing.T) {
+	t.Parallel()
+	eachServer(t, bodilessRequestsDoNotStarveNginx)
+}
+
+func bodilessRequestsDoNotStarveNginx(t *testing.T, front ...string) {
+	const maxConns = 10
+	s := newSite(t, append(front, "--max-connections", "10", "--read-header-timeout", "2s")...)
+	sess := s.signIn(alice)
+	if r := s.get("/", sess.cookie); r.status != http.StatusOK {
+		t.Fatalf("before: status %d, want 200", r.status)
+	}
+	ask := func(c net.Conn) error {
+		io.WriteString(c, "GET /verify HTTP/1.1\r\nHost: authz\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err == nil && resp.StatusCode != http.StatusUnauthorized {
+			err = fmt.Errorf("status %d, want 401", resp.StatusCode)
+		}
+		return err
+	}
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", s.authz.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// Up to the cap, each answered once (each new one past it takes the
+	// place of an idle one), then each sends a header promising 100 bytes
+	// and nothing more.
+	var held []net.Conn
+	for range maxConns {
+		c := dial()
+		if err := ask(c); err != nil {
+			t.Fatalf("request before the body-less one: %v", err)
+		}
+		held = append(held, c)
+	}
+	start := time.Now()
+	for _, c := range held {
+		io.WriteString(c, "POST /verify HTTP/1.1\r\nHost: authz\r\nContent-Length: 100\r\n\r\n")
+	}
+	tries := 0
+	testenv.WaitFor(t, 10*time.Second, "a new client to be answered", func() bool {
+		tries++
+		return ask(dial()) == nil
+	})
+	if len(front) == 0 && tries > 1 {
+		t.Errorf("authz's own server answered a new client at the %dth try, want the first: a request still arriving makes room", tries)
+	}
+	for i, c := range held {
+		if closed, _ := closedWithin(c, 10*time.Second-time.Since(start)); !closed {
+			t.Fatalf("connection %d: a request without its body still held after 10s (header timeout 2s)", i)
+		}
+	}
+	t.Logf("a new client answered at try %d; every body-less request closed after %v", tries, time.Since(start))
+	if r := s.get("/", sess.cookie); r.status != http.StatusOK {
+		t.Fatalf("after: status %d, want 200", r.status)
+	}
+}
+
+// closedWithin reads c until the server closes it or d passes, and
+// reports whether it closed (EOF or reset) and what it sent first.
+func closedWithin(c net.Conn, d time.Duration) (bool, string) {
+	c.SetReadDeadline(time.Now().Add(d))
+	b, err := io.ReadAll(c)
+	var ne net.Error
+	return err == nil || !(errors.As(err, &ne) && ne.Timeout()), string(b)
 }

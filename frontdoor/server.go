@@ -48,8 +48,9 @@ type Config struct {
 	// for less (keepalive_timeout 60s in nginx/).
 	IdleTimeout time.Duration
 	// ReadHeaderTimeout bounds reading one request, from its first byte to
-	// the end of its header (and of the small body a fallback path may
-	// get), and a new connection's wait for its first request (default
+	// the end of its header and of its body (a header that promises a
+	// body and stops holds a connection no longer than a half-sent
+	// header), and a new connection's wait for its first request (default
 	// 5 s). Past it the connection is closed: a client that sends part of
 	// a request and stops holds a connection this long, not IdleTimeout.
 	// The wait between two requests of a kept-alive connection is not part
@@ -63,7 +64,8 @@ type Config struct {
 	// the bound a new connection is counted in
 	// authz_bounds_hit_total{bound="connections"} and takes the place of
 	// the one that has waited longest for a request (idle, or sending its
-	// header); it is closed only when every open one is being answered.
+	// header or body); it is closed only when every open one is being
+	// answered.
 	// So a client holding connections idle cannot keep others out, and
 	// Nginx, which reopens a closed idle connection, loses nothing.
 	MaxConns int

@@ -352,6 +352,11 @@ func TestServerHalfSentRequestTimesOut(t *testing.T) {
 		{"part of a request line", "", "GET /veri"},
 		{"header without its end", "", "GET /verify HTTP/1.1\r\nHost: a\r\n"},
 		{"after an answered request", "GET /verify HTTP/1.1\r\nHost: a\r\n\r\n", "GET /verify HTTP/1.1\r\nCookie: a"},
+		// A header sent whole, its body never: the body is part of the
+		// request, read under the same deadline.
+		{"body never sent", "", "GET /verify HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n"},
+		{"body never sent after an answered request", "GET /verify HTTP/1.1\r\nHost: a\r\n\r\n", "GET /verify HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n"},
+		{"fallback body cut short after an answered request", "GET /verify HTTP/1.1\r\nHost: a\r\n\r\n", "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nx="},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := net.Dial("tcp", addr)
@@ -378,8 +383,8 @@ func TestServerHalfSentRequestTimesOut(t *testing.T) {
 			}
 		})
 	}
-	if got := timeouts() - before; got != 4 {
-		t.Errorf("authz_bounds_hit_total{bound=read_header_timeout} rose by %v, want 4", got)
+	if got := timeouts() - before; got != 7 {
+		t.Errorf("authz_bounds_hit_total{bound=read_header_timeout} rose by %v, want 7", got)
 	}
 
 	// A kept-alive connection idle between requests is no half-sent
@@ -474,6 +479,28 @@ func TestServerMaxConns(t *testing.T) {
 	testenv.WaitFor(t, 5*time.Second, "the connections closed to make room to end", func() bool {
 		return f.m.conns.Load() == 2
 	})
+	// Nor do requests whose header came whole and whose body never does,
+	// on connections that were answered before: a request still arriving
+	// makes room like one waiting for its header.
+	for range 20 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := askVerify(c); err != nil {
+			t.Fatalf("a request before its body-less one at the cap: %v", err)
+		}
+		io.WriteString(c, "POST /verify HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n")
+	}
+	late2, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late2.Close()
+	if err := askVerify(late2); err != nil {
+		t.Fatalf("a client after twenty requests without their bodies at the cap: %v", err)
+	}
 }
 
 // askVerify sends one anonymous /verify on c and checks it is answered 401.

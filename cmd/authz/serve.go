@@ -243,7 +243,7 @@ func newServe() *cobra.Command {
 	fs.IntVar(&c.MaxIdentityHeaderBytes, "max-identity-header-bytes", 2048, "longest identity header value sent to Nginx (at most 8192): a longer identity is an invalid session, a longer --header is left out")
 	fs.IntVar(&c.MaxAnswerHeaderBytes, "max-answer-header-bytes", 4096, "largest head of a /verify answer, to fit the proxy's buffer for upstream headers (Nginx's proxy_buffer_size): past it --header values are left out and a 401 points to the plain --login-url")
 	fs.IntVar(&f.maxRequestHeaderBytes, "max-request-header-bytes", 64<<10, "largest request line and header accepted on --listen (431 beyond)")
-	fs.DurationVar(&f.readHeaderTimeout, "read-header-timeout", 5*time.Second, "how long a request on --listen may take from its first byte to the end of its header (and a new connection to send its first request); past it the connection is closed")
+	fs.DurationVar(&f.readHeaderTimeout, "read-header-timeout", 5*time.Second, "how long a request on --listen may take from its first byte to the end of its header and body (and a new connection to send its first request); past it the connection is closed")
 	fs.DurationVar(&f.writeTimeout, "write-timeout", 10*time.Second, "how long writing answers on --listen may block on a client that does not read them; past it the connection is closed")
 	fs.IntVar(&f.maxConns, "max-connections", 10000, "connections open at once on --listen; one more takes the place of the one waiting longest for a request (idle or half-sent), and is closed only when every open one is being answered")
 	fs.IntVar(&c.MaxPendingLoads, "max-pending-loads", 1000, "distinct Redis reads in flight at most; a cache miss beyond answers 503 at once")
@@ -436,6 +436,13 @@ func serve(ctx context.Context, f *serveFlags) error {
 		hs := front.(*http.Server)
 		hs.MaxHeaderBytes = f.maxRequestHeaderBytes
 		hs.ReadHeaderTimeout = f.readHeaderTimeout
+		// The body too (a request whose header came whole and whose body
+		// never does is otherwise held for good): the same bound, from
+		// the request's first byte, as authz's own server. net/http
+		// re-arms the read deadline after every header anyway, so it
+		// costs nothing, and its background read during the handler has
+		// no deadline, so a long /logout is not cut.
+		hs.ReadTimeout = f.readHeaderTimeout
 		hs.WriteTimeout = f.writeTimeout
 		hs.ConnState = frontdoor.ConnState(f.maxConns, fm)
 	}
