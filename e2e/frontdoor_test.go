@@ -16,7 +16,11 @@ import (
 // an answer and every other user still gets in.
 func TestNoRequestLocksUsersOut(t *testing.T) {
 	t.Parallel()
-	s, _, _ := newPairSite(t, "--header", "X-Auth-Email=passport.user.email", "--header", "X-Auth-Roles=passport.user.roles")
+	eachServer(t, noRequestLocksUsersOut)
+}
+
+func noRequestLocksUsersOut(t *testing.T, front ...string) {
+	s, _, _ := newPairSite(t, append(front, "--header", "X-Auth-Email=passport.user.email", "--header", "X-Auth-Roles=passport.user.roles")...)
 	everyone := s.signIn(bob)
 
 	// Each "/" escapes to "%2F": 1,350 of them are over 4 KiB.
@@ -78,7 +82,9 @@ var adminSpellings = []string{
 // for anyone. An admin still gets in on the plain spelling.
 func TestAdminRuleHoldsForEverySpelling(t *testing.T) {
 	t.Parallel()
-	adminRuleHolds(t, newSite(t), "nginx", adminSpellings, "/administrator", "/admins/x", "/orders;jsessionid=1", "/a.b/c..d/e", "/static/x")
+	eachServer(t, func(t *testing.T, front ...string) {
+		adminRuleHolds(t, newSite(t, front...), "nginx", adminSpellings, "/administrator", "/admins/x", "/orders;jsessionid=1", "/a.b/c..d/e", "/static/x")
+	})
 }
 
 // adminRuleHolds is the admin rule's story through one proxy: no spelling
@@ -191,7 +197,11 @@ func wantOnlyIdentity(t *testing.T, got http.Header, want map[string]string) {
 // public location.
 func TestNoSpellingForgesIdentityBehindNginx(t *testing.T) {
 	t.Parallel()
-	s := newSite(t, "--header", "X-Auth-Email=passport.user.email", "--header", "X-Auth-Roles=passport.user.roles", "--header", "X-Auth-Name=passport.user.name")
+	eachServer(t, noSpellingForgesIdentityBehindNginx)
+}
+
+func noSpellingForgesIdentityBehindNginx(t *testing.T, front ...string) {
+	s := newSite(t, append(front, "--header", "X-Auth-Email=passport.user.email", "--header", "X-Auth-Roles=passport.user.roles", "--header", "X-Auth-Name=passport.user.name")...)
 	sess := s.signIn(bob) // no name in the session: X-Auth-Name is absent
 	forged := forgedHeaders()
 	wantOnlyIdentity(t, s.get("/orders", sess.cookie, forged...).echoed(t).Header,
