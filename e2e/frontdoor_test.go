@@ -1,7 +1,11 @@
 package e2e
 
 import (
+	"bufio"
+	"io/fs"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -48,6 +52,50 @@ func noRequestLocksUsersOut(t *testing.T, front ...string) {
 		if r.status != http.StatusOK {
 			t.Fatalf("another user, after those requests: status %d, want 200 (locked out); body: %s", r.status, r.body)
 		}
+	}
+}
+
+// TestShippedAuthzUpstreamsKeepEveryInstance: every "server" of an
+// "upstream authz" block in nginx/ (the template and the examples to
+// copy) has max_fails=0, so no answer takes an instance out; one left
+// with Nginx's default max_fails=1 is what TestNoRequestLocksUsersOut
+// once showed locking every user out.
+func TestShippedAuthzUpstreamsKeepEveryInstance(t *testing.T) {
+	servers := 0
+	err := filepath.WalkDir("../nginx", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		in := false
+		sc := bufio.NewScanner(f)
+		for n := 1; sc.Scan(); n++ {
+			line, _, _ := strings.Cut(sc.Text(), "#")
+			fields := strings.Fields(line)
+			switch {
+			case len(fields) == 0:
+			case fields[0] == "upstream":
+				in = len(fields) > 1 && fields[1] == "authz"
+			case fields[0] == "}":
+				in = false
+			case in && fields[0] == "server":
+				servers++
+				if !strings.Contains(line, "max_fails=0") {
+					t.Errorf("%s:%d: %q has no max_fails=0", path, n, strings.TrimSpace(line))
+				}
+			}
+		}
+		return sc.Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if servers < 2 {
+		t.Fatalf("found %d servers in upstream authz blocks under nginx/, want the template's and the Unix socket example's", servers)
 	}
 }
 

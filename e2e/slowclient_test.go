@@ -190,3 +190,30 @@ func closedWithin(c net.Conn, d time.Duration) (bool, string) {
 	var ne net.Error
 	return err == nil || !(errors.As(err, &ne) && ne.Timeout()), string(b)
 }
+
+// TestMetricsListenerClosesSlowClients: the --metrics-listen server, too,
+// closes a connection whose request does not come whole (its header, or
+// the body its header promises) within 5 s, instead of holding it (and a
+// goroutine) for as long as the client likes.
+func TestMetricsListenerClosesSlowClients(t *testing.T) {
+	t.Parallel()
+	r := testenv.StartRedis(t)
+	a := testenv.StartAuthz(t, r.URL())
+	for name, raw := range map[string]string{
+		"half-sent header": "GET /metrics HTTP/1.1\r\nHost: m\r\n",
+		"body never sent":  "GET /metrics HTTP/1.1\r\nHost: m\r\nContent-Length: 100\r\n\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			c, err := net.Dial("tcp", a.MetricsAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			io.WriteString(c, raw)
+			if closed, _ := closedWithin(c, 15*time.Second); !closed {
+				t.Fatal("still open after 15 s")
+			}
+		})
+	}
+}

@@ -458,7 +458,7 @@ func serve(ctx context.Context, f *serveFlags) error {
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", authz.Healthz)
 		mux.Handle("/readyz", d.readyz(v.ReadyHandler()))
-		servers = append(servers, newServer(mux, log))
+		servers = append(servers, newMetricsServer(mux, log))
 		listeners = append(listeners, mln)
 	}
 
@@ -693,10 +693,9 @@ type server interface {
 	SetKeepAlivesEnabled(bool)
 }
 
-// newServer bounds what a slow or idle client can hold. No ReadTimeout or
-// WriteTimeout: requests carry no body and answers are a few headers, and
-// re-arming those deadlines on every request is a measurable part of the
-// verify path's cost.
+// newServer bounds what a slow or idle client can hold: a request's header
+// and an idle connection. The caller sets the rest (--listen's come from
+// flags).
 func newServer(h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
@@ -705,6 +704,18 @@ func newServer(h http.Handler, log *slog.Logger) *http.Server {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+}
+
+// newMetricsServer is the --metrics-listen server: newServer's bounds, and
+// whole requests (none has a body) within 5 s and each answer written
+// within 30 s (a /metrics page is written in milliseconds; a Prometheus
+// scrape times out after 10 s by default), so a client that stops reading
+// or sending holds no connection and goroutine for good.
+func newMetricsServer(h http.Handler, log *slog.Logger) *http.Server {
+	hs := newServer(h, log)
+	hs.ReadTimeout = 5 * time.Second
+	hs.WriteTimeout = 30 * time.Second
+	return hs
 }
 
 // goRedisLog writes go-redis's messages to the log.
