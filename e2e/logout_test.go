@@ -335,3 +335,35 @@ func TestBadEventsAreCountedAndIgnored(t *testing.T) {
 		t.Fatal("authz exited")
 	}
 }
+
+// TestNoCacheWithoutSubscription: authz whose logout subscription never
+// comes up (its Redis user may not subscribe) never answers from its
+// cache, from its first request on: nothing would tell it of a logout or of
+// an app's DEL. The cache starts bypassed and only the live subscription
+// turns it on.
+func TestNoCacheWithoutSubscription(t *testing.T) {
+	t.Parallel()
+	r := testenv.StartRedis(t)
+	ctx := context.Background()
+	admin := r.Client()
+	if err := admin.Do(ctx, "ACL", "SETUSER", "app", "on", ">pw", "~*", "resetchannels", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	a := testenv.StartAuthz(t, "redis://app:pw@"+r.Addr+"/0", "--cache-ttl", "1h")
+	c := &cluster{t: t, redis: r, instances: []*testenv.Authz{a}, client: newClient()}
+	c.site = &site{t: t, redis: r, rdb: admin, client: c.client}
+	x := c.site.signIn(bob)
+	for range 3 {
+		c.everywhere(x.cookie, 200, "a live session")
+	}
+	if err := admin.Del(ctx, "sess:"+x.sid).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.everywhere(x.cookie, 401, "at once after an app deleted the session")
+	if got := metric(t, a, "authz_cache_hits_total"); got != 0 {
+		t.Errorf("%v answers from the cache without a logout subscription", got)
+	}
+	if metric(t, a, "authz_logout_subscribed") != 0 || !strings.Contains(a.Output(), "logout subscription lost") {
+		t.Fatalf("the subscription was expected to fail (NOPERM):\n%s", a.Output())
+	}
+}
