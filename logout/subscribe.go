@@ -99,7 +99,10 @@ type subMetrics struct {
 
 // NewSubscriber returns a Subscriber reading through rdb. For tracking
 // invalidations rdb must speak RESP2 and carry a Tracking hook (see
-// Tracking); without them it still delivers logout events.
+// Tracking); without them it still delivers logout events. It adds a dial
+// hook to rdb (on a cluster client, to each node's client) that watches
+// the subscription's own connections, so that their loss turns the cache
+// off before go-redis has reconnected (connwatch.go).
 func NewSubscriber(rdb redis.UniversalClient, h Handler, cfg SubscriberConfig, reg prometheus.Registerer) (*Subscriber, error) {
 	if cfg.Channel == "" {
 		cfg.Channel = DefaultChannel
