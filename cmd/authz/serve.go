@@ -361,6 +361,9 @@ func serve(ctx context.Context, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
+	// No cache until sub.Run (started just before serving) says the
+	// subscription and tracking are live: a read before would go untracked.
+	v.Subscribed(false)
 	if ct != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "authz_tracking_enabled", Help: "1 when Redis server-assisted invalidation is on for the logout subscription.",
