@@ -191,22 +191,43 @@ func (v *Verifier) UserHeader() string { return v.cfg.UserHeader }
 // Nginx can keep its connection to authz alive. Any method is accepted:
 // Nginx's auth_request subrequests are GET, but Traefik's and Caddy's
 // forward the client's method, and a HEAD or POST must not fail there.
+// A header it reads as one value (Authorization, X-Original-URI,
+// X-Original-URL, X-Forwarded-Uri, X-Forwarded-Host) sent twice is
+// answered 400 with Connection: close, as authz's own server answers it.
 func (v *Verifier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Index headers by their canonical keys: Get("X-Original-URI") would
 	// allocate the canonical form on every request.
-	first := func(k string) string {
-		if vs := r.Header[k]; len(vs) > 0 {
+	twice := false
+	only := func(k string) string {
+		switch vs := r.Header[k]; len(vs) {
+		case 0:
+			return ""
+		case 1:
 			return vs[0]
+		default:
+			twice = true
+			return ""
 		}
-		return ""
 	}
-	origURL := first("X-Original-Url")
+	origURL := only("X-Original-Url")
+	origURI, fwdURI := only("X-Original-Uri"), only("X-Forwarded-Uri")
+	fwdHost, authorization := only("X-Forwarded-Host"), only("Authorization")
+	if twice {
+		// A header read as one value came twice: which one counts is
+		// for each reader to pick, and two readers (a proxy, authz) may
+		// pick different ones. Refused, as authz's own server refuses it
+		// (and net/http a second Host): a 400 denies the request.
+		h := w.Header()
+		h["Connection"] = connectionClose
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
 	q := Query{
 		RawQuery:      r.URL.RawQuery,
 		Cookies:       r.Header["Cookie"],
-		OriginalURI:   OriginalURI(first("X-Original-Uri"), origURL, first("X-Forwarded-Uri")),
-		Host:          v.requestHost(first("X-Forwarded-Host"), origURL, r.Host),
-		Authorization: first("Authorization"),
+		OriginalURI:   OriginalURI(origURI, origURL, fwdURI),
+		Host:          v.requestHost(fwdHost, origURL, r.Host),
+		Authorization: authorization,
 	}
 	a := v.Decide(r.Context(), &q)
 	h := w.Header()
@@ -231,7 +252,10 @@ func (v *Verifier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(a.Reason.Status())
 }
 
-var retryAfter = []string{"1"}
+var (
+	retryAfter      = []string{"1"}
+	connectionClose = []string{"close"}
+)
 
 // unknownHost logs a request for a host no tenant serves, at most once a
 // second.

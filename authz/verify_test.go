@@ -399,3 +399,53 @@ func TestBreakerFailsFastWhileRedisIsDown(t *testing.T) {
 		return f.verify(c, "").Code == 200
 	})
 }
+
+// TestVerifyRefusesASecondCopy: a header ServeHTTP (--stdlib-http) reads as
+// one value, sent twice, is refused with 400 and the connection closed, as
+// authz's own server refuses it, whatever the copies hold: no reader can
+// pick a copy another reader did not. Cookie may come more than once.
+func TestVerifyRefusesASecondCopy(t *testing.T) {
+	f := newFixture(t, nil)
+	_, c := f.session(aliceJSON, time.Hour)
+	tests := []struct {
+		name   string
+		values []string
+		want   int
+	}{
+		{"Authorization", []string{"", "Bearer azt_x"}, 400},
+		{"Authorization", []string{"Basic YTpi", "Basic YTpi"}, 400},
+		{"X-Original-URI", []string{"", "/x"}, 400},
+		{"x-original-uri", []string{"/a", "/b"}, 400},
+		{"X-Original-URL", []string{"https://a.example/x", "https://b.example/y"}, 400},
+		{"X-Forwarded-Uri", []string{"/a", "/a"}, 400},
+		{"X-Forwarded-Host", []string{"a.example", "b.example"}, 400},
+		{"X-Forwarded-Host", []string{"a.example"}, 200},
+		{"X-Original-URI", []string{"/x"}, 200},
+		{"Cookie", []string{"a=1", "connect.sid=" + c}, 200},
+		{"X-Other", []string{"1", "2"}, 200},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s×%d", tt.name, len(tt.values)), func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodGet, "/verify", nil)
+			req.Header.Set("Cookie", "connect.sid="+c)
+			if tt.name == "Cookie" {
+				req.Header.Del("Cookie")
+			}
+			for _, v := range tt.values {
+				req.Header.Add(tt.name, v)
+			}
+			w := httptest.NewRecorder()
+			f.v.ServeHTTP(w, req)
+			if w.Code != tt.want {
+				t.Fatalf("status %d, want %d", w.Code, tt.want)
+			}
+			if tt.want == 400 {
+				if w.Header().Get("Connection") != "close" || w.Header().Get("X-Auth-User") != "" || w.Body.Len() != 0 {
+					t.Errorf("refusal: %v, body %q; want Connection: close, no identity, no body", w.Header(), w.Body)
+				}
+			} else if w.Header().Get("X-Auth-User") != "alice" {
+				t.Errorf("X-Auth-User %q, want alice", w.Header().Get("X-Auth-User"))
+			}
+		})
+	}
+}

@@ -99,13 +99,15 @@ func TestAuthAnswerNeverReachesTheBrowser(t *testing.T) {
 }
 
 // TestTrickledBodiesDoNotKeepNginxOut: connections straight to authz that
-// send a request to /logout, /verify or another path and then
-// trickle a chunked body one byte at a time. With --stdlib-http, net/http
-// reads the body the handler left unread after it returns, with no
-// deadline, so each such connection counted as being answered for as long
-// as the client kept trickling, and --max-connections of them kept Nginx's
-// connections out: every user got the "unavailable" page. Now the body
-// must arrive within --read-header-timeout, as the narrow server requires.
+// send a request to /logout, /verify or another path and then trickle a
+// chunked body one byte at a time, so that data keeps arriving. With
+// --stdlib-http, net/http reads the body a handler left unread after it
+// returns; with no read deadline over the body each such connection
+// counted as being answered for as long as the client kept trickling, and
+// --max-connections of them kept Nginx's connections out: every user got
+// the "unavailable" page. The body must arrive within
+// --read-header-timeout (TestBodilessRequestsDoNotStarveNginx is the
+// variant whose body never starts).
 func TestTrickledBodiesDoNotKeepNginxOut(t *testing.T) {
 	eachServer(t, func(t *testing.T, front ...string) {
 		s, a1, a2 := newPairSite(t, append([]string{"--max-connections", "20", "--read-header-timeout", "1s"}, front...)...)

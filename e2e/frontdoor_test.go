@@ -1,7 +1,11 @@
 package e2e
 
 import (
+	"bufio"
+	"io/fs"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -16,7 +20,11 @@ import (
 // an answer and every other user still gets in.
 func TestNoRequestLocksUsersOut(t *testing.T) {
 	t.Parallel()
-	s, _, _ := newPairSite(t, "--header", "X-Auth-Email=passport.user.email", "--header", "X-Auth-Roles=passport.user.roles")
+	eachServer(t, noRequestLocksUsersOut)
+}
+
+func noRequestLocksUsersOut(t *testing.T, front ...string) {
+	s, _, _ := newPairSite(t, append(front, "--header", "X-Auth-Email=passport.user.email", "--header", "X-Auth-Roles=passport.user.roles")...)
 	everyone := s.signIn(bob)
 
 	// Each "/" escapes to "%2F": 1,350 of them are over 4 KiB.
@@ -44,6 +52,50 @@ func TestNoRequestLocksUsersOut(t *testing.T) {
 		if r.status != http.StatusOK {
 			t.Fatalf("another user, after those requests: status %d, want 200 (locked out); body: %s", r.status, r.body)
 		}
+	}
+}
+
+// TestShippedAuthzUpstreamsKeepEveryInstance: every "server" of an
+// "upstream authz" block in nginx/ (the template and the examples to
+// copy) has max_fails=0, so no answer takes an instance out; one left
+// with Nginx's default max_fails=1 is what TestNoRequestLocksUsersOut
+// once showed locking every user out.
+func TestShippedAuthzUpstreamsKeepEveryInstance(t *testing.T) {
+	servers := 0
+	err := filepath.WalkDir("../nginx", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		in := false
+		sc := bufio.NewScanner(f)
+		for n := 1; sc.Scan(); n++ {
+			line, _, _ := strings.Cut(sc.Text(), "#")
+			fields := strings.Fields(line)
+			switch {
+			case len(fields) == 0:
+			case fields[0] == "upstream":
+				in = len(fields) > 1 && fields[1] == "authz"
+			case fields[0] == "}":
+				in = false
+			case in && fields[0] == "server":
+				servers++
+				if !strings.Contains(line, "max_fails=0") {
+					t.Errorf("%s:%d: %q has no max_fails=0", path, n, strings.TrimSpace(line))
+				}
+			}
+		}
+		return sc.Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if servers < 2 {
+		t.Fatalf("found %d servers in upstream authz blocks under nginx/, want the template's and the Unix socket example's", servers)
 	}
 }
 
@@ -78,7 +130,9 @@ var adminSpellings = []string{
 // for anyone. An admin still gets in on the plain spelling.
 func TestAdminRuleHoldsForEverySpelling(t *testing.T) {
 	t.Parallel()
-	adminRuleHolds(t, newSite(t), "nginx", adminSpellings, "/administrator", "/admins/x", "/orders;jsessionid=1", "/a.b/c..d/e", "/static/x")
+	eachServer(t, func(t *testing.T, front ...string) {
+		adminRuleHolds(t, newSite(t, front...), "nginx", adminSpellings, "/administrator", "/admins/x", "/orders;jsessionid=1", "/a.b/c..d/e", "/static/x")
+	})
 }
 
 // adminRuleHolds is the admin rule's story through one proxy: no spelling
@@ -191,7 +245,11 @@ func wantOnlyIdentity(t *testing.T, got http.Header, want map[string]string) {
 // public location.
 func TestNoSpellingForgesIdentityBehindNginx(t *testing.T) {
 	t.Parallel()
-	s := newSite(t, "--header", "X-Auth-Email=passport.user.email", "--header", "X-Auth-Roles=passport.user.roles", "--header", "X-Auth-Name=passport.user.name")
+	eachServer(t, noSpellingForgesIdentityBehindNginx)
+}
+
+func noSpellingForgesIdentityBehindNginx(t *testing.T, front ...string) {
+	s := newSite(t, append(front, "--header", "X-Auth-Email=passport.user.email", "--header", "X-Auth-Roles=passport.user.roles", "--header", "X-Auth-Name=passport.user.name")...)
 	sess := s.signIn(bob) // no name in the session: X-Auth-Name is absent
 	forged := forgedHeaders()
 	wantOnlyIdentity(t, s.get("/orders", sess.cookie, forged...).echoed(t).Header,

@@ -256,19 +256,43 @@ func TestInvalidationConnectionKilled(t *testing.T) {
 	for i, a := range c.instances {
 		connects[i] = metric(t, a, "authz_logout_subscription_connects_total")
 	}
-	// KILL and DEL in one round trip: nothing runs between them.
+	// KILL and DEL in one round trip: nothing runs between them. Then a
+	// pause, so that go-redis's reconnection (which it makes before it
+	// reports the lost connection) takes 300 ms instead of a few.
 	pipe := c.site.rdb.Pipeline()
 	pipe.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub")
 	pipe.Del(ctx, "sess:"+xs[0].sid)
+	pipe.Do(ctx, "CLIENT", "PAUSE", 300, "ALL")
 	if _, err := pipe.Exec(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for i, a := range c.instances {
-		testenv.WaitFor(t, 5*time.Second, "the subscription to come back", func() bool {
-			return metric(t, a, "authz_logout_subscription_connects_total") > connects[i] &&
+	deleted := time.Now()
+	// From then until tracking is whole again no instance may allow the
+	// deleted session: the cache is emptied and bypassed as soon as the
+	// connection's end reaches authz, which is before the DEL's reply
+	// reaches this test. lossNoticed is the time authz's goroutine may
+	// take to run on a loaded machine; a live invalidation races the
+	// same way. Answers 503 (a read timing out in the pause) fail closed.
+	const lossNoticed = 50 * time.Millisecond
+	checks, early := make([]int, len(c.instances)), make([]int, len(c.instances))
+	testenv.WaitFor(t, 5*time.Second, "the subscription to come back on every instance", func() bool {
+		whole := true
+		for i, a := range c.instances {
+			sent := time.Now()
+			got := c.verify(a, xs[0].cookie)
+			checks[i]++
+			switch {
+			case got == 200 && sent.Sub(deleted) < lossNoticed:
+				early[i]++
+			case got == 200:
+				t.Fatalf("instance %d allowed the session deleted as its invalidation connection was killed, in a request sent %v after the DEL, before tracking was whole again", i, sent.Sub(deleted).Round(time.Millisecond))
+			}
+			whole = whole && metric(t, a, "authz_logout_subscription_connects_total") > connects[i] &&
 				metric(t, a, "authz_tracking_enabled") == 1
-		})
-	}
+		}
+		return whole
+	})
+	t.Logf("from the DEL until tracking was whole again: checks per instance %v, allowed within %v of the DEL %v", checks, lossNoticed, early)
 	c.everywhere(xs[0].cookie, 401, "after the reconnect, the session deleted as the connection died")
 	for _, x := range xs[1:] {
 		c.everywhere(x.cookie, 200, "after the reconnect, a live session")
@@ -333,5 +357,37 @@ func TestBadEventsAreCountedAndIgnored(t *testing.T) {
 	})
 	if a.Exited() {
 		t.Fatal("authz exited")
+	}
+}
+
+// TestNoCacheWithoutSubscription: authz whose logout subscription never
+// comes up (its Redis user may not subscribe) never answers from its
+// cache, from its first request on: nothing would tell it of a logout or of
+// an app's DEL. The cache starts bypassed and only the live subscription
+// turns it on.
+func TestNoCacheWithoutSubscription(t *testing.T) {
+	t.Parallel()
+	r := testenv.StartRedis(t)
+	ctx := context.Background()
+	admin := r.Client()
+	if err := admin.Do(ctx, "ACL", "SETUSER", "app", "on", ">pw", "~*", "resetchannels", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	a := testenv.StartAuthz(t, "redis://app:pw@"+r.Addr+"/0", "--cache-ttl", "1h")
+	c := &cluster{t: t, redis: r, instances: []*testenv.Authz{a}, client: newClient()}
+	c.site = &site{t: t, redis: r, rdb: admin, client: c.client}
+	x := c.site.signIn(bob)
+	for range 3 {
+		c.everywhere(x.cookie, 200, "a live session")
+	}
+	if err := admin.Del(ctx, "sess:"+x.sid).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.everywhere(x.cookie, 401, "at once after an app deleted the session")
+	if got := metric(t, a, "authz_cache_hits_total"); got != 0 {
+		t.Errorf("%v answers from the cache without a logout subscription", got)
+	}
+	if metric(t, a, "authz_logout_subscribed") != 0 || !strings.Contains(a.Output(), "logout subscription lost") {
+		t.Fatalf("the subscription was expected to fail (NOPERM):\n%s", a.Output())
 	}
 }

@@ -6,8 +6,8 @@ import (
 )
 
 // TestDuplicateHeadersDenyOnlyTheirRequest: a header authz reads and Nginx
-// passes on from the client (Authorization) sent twice makes authz's own
-// server refuse that auth subrequest (400, which Nginx turns into its
+// passes on from the client (Authorization) sent twice makes authz, with
+// either server, refuse that auth subrequest (400, which Nginx turns into its
 // "unavailable" page), and nothing more: the next request over the same
 // upstream is answered, as a 400 is no upstream failure to Nginx. The
 // other proxies' original-URI headers (X-Forwarded-Uri, X-Original-URL)
@@ -15,7 +15,11 @@ import (
 // they change nothing.
 func TestDuplicateHeadersDenyOnlyTheirRequest(t *testing.T) {
 	t.Parallel()
-	s := newSite(t)
+	eachServer(t, duplicateHeadersDenyOnlyTheirRequest)
+}
+
+func duplicateHeadersDenyOnlyTheirRequest(t *testing.T, front ...string) {
+	s := newSite(t, front...)
 	sess := s.signIn(alice)
 	r := s.get("/orders", sess.cookie, "Authorization", "Basic YTpi", "Authorization", "Basic Yzpk")
 	if r.status == http.StatusOK {

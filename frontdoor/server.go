@@ -48,8 +48,9 @@ type Config struct {
 	// for less (keepalive_timeout 60s in nginx/).
 	IdleTimeout time.Duration
 	// ReadHeaderTimeout bounds reading one request, from its first byte to
-	// the end of its header (and of the small body a fallback path may
-	// get), and a new connection's wait for its first request (default
+	// the end of its header and of its body (a header that promises a
+	// body and stops holds a connection no longer than a half-sent
+	// header), and a new connection's wait for its first request (default
 	// 5 s). Past it the connection is closed: a client that sends part of
 	// a request and stops holds a connection this long, not IdleTimeout.
 	// The wait between two requests of a kept-alive connection is not part
@@ -63,7 +64,8 @@ type Config struct {
 	// the bound a new connection is counted in
 	// authz_bounds_hit_total{bound="connections"} and takes the place of
 	// the one that has waited longest for a request (idle, or sending its
-	// header); it is closed only when every open one is being answered.
+	// header or body); it is closed only when every open one is being
+	// answered.
 	// So a client holding connections idle cannot keep others out, and
 	// Nginx, which reopens a closed idle connection, loses nothing.
 	MaxConns int
@@ -321,6 +323,8 @@ type request struct {
 	authorization                  string
 	contentLength                  int64
 	close                          bool
+	// body is a fallback request's body (a /verify body is dropped).
+	body []byte
 }
 
 // Parse errors and the status each answers with.
@@ -408,6 +412,19 @@ func (sc *serverConn) serve() {
 			deadline = time.Time{}
 		}
 		req, err := sc.readRequest()
+		if err == nil && req.contentLength > 0 {
+			if !deadline.IsZero() && req.contentLength > int64(sc.br.Buffered()) {
+				// The header came whole under the idle deadline, the body
+				// has not: it gets ReadHeaderTimeout, as a header would,
+				// so a client cannot hold a connection with a body it
+				// never sends.
+				sc.c.SetReadDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))
+				deadline = time.Time{}
+			}
+			// Until its body is read a request is still arriving, and its
+			// connection may make room at MaxConns like a half-sent header.
+			err = sc.readBody(req)
+		}
 		sc.busy.Store(true)
 		if err != nil {
 			var pe *parseError
@@ -434,8 +451,12 @@ func (sc *serverConn) serve() {
 				Authorization: req.authorization,
 			}
 			sc.writeAnswer(s.d.Decide(s.ctx, &q), req)
-		} else if err := sc.fallback(req); err != nil {
-			return
+		} else {
+			if err := sc.fallback(req); err != nil {
+				return
+			}
+			// The fallback's watch on the peer moved the read deadline.
+			deadline = time.Time{}
 		}
 		if req.close {
 			return // the deferred flush sends the answer
@@ -685,14 +706,21 @@ func (sc *serverConn) readLine(budget *int) ([]byte, error) {
 	return line[:n-2], nil
 }
 
+// readBody reads req's body: dropped for /verify (Nginx strips the body
+// of auth subrequests; a client talking to authz directly may send one),
+// kept in req.body for the fallback.
+func (sc *serverConn) readBody(req *request) error {
+	if req.path == "/verify" {
+		_, err := sc.br.Discard(int(req.contentLength))
+		return err
+	}
+	req.body = make([]byte, req.contentLength)
+	_, err := io.ReadFull(sc.br, req.body)
+	return err
+}
+
 // writeAnswer writes a verify answer: status, identity headers, no body.
 func (sc *serverConn) writeAnswer(a authz.Answer, req *request) {
-	if req.contentLength > 0 {
-		// Nginx strips the body of auth subrequests; drop any anyway.
-		if _, err := sc.br.Discard(int(req.contentLength)); err != nil {
-			req.close = true
-		}
-	}
 	status := a.Reason.Status()
 	w := sc.bw
 	w.WriteString(statusLine(status))
@@ -738,17 +766,29 @@ func (sc *serverConn) writeSimple(status int, connection string) {
 	w.WriteString("Content-Length: 0\r\n\r\n")
 }
 
-// fallback runs the fallback handler with a buffered response.
+// fallback runs the fallback handler with a buffered response. The
+// request's context ends when the client closes the connection (or at a
+// forced shutdown), as net/http's does: work done for a client that has
+// left, such as a user-wide logout walk, stops.
 func (sc *serverConn) fallback(req *request) error {
-	var body []byte
-	if req.contentLength > 0 {
-		body = make([]byte, req.contentLength)
-		if _, err := io.ReadFull(sc.br, body); err != nil {
+	ctx, cancel := context.WithCancel(sc.s.ctx)
+	defer cancel()
+	var watch *peerWatch
+	if sc.br.Buffered() == 0 {
+		// Nothing more has come: watch the connection while the handler
+		// runs. (With more buffered, a pipelined request follows: the
+		// client is still there as far as anyone can tell.) Answers to
+		// requests pipelined before it go first, as before any read that
+		// may block.
+		if err := sc.bw.Flush(); err != nil {
 			return err
 		}
+		watch = watchPeer(sc.c, cancel)
+		defer watch.stop() // also when the handler panics
 	}
-	r, err := http.NewRequestWithContext(sc.s.ctx, req.method, req.target, bytes.NewReader(body))
+	r, err := http.NewRequestWithContext(ctx, req.method, req.target, bytes.NewReader(req.body))
 	if err != nil {
+		watch.stop()
 		sc.writeSimple(http.StatusBadRequest, "close")
 		sc.bw.Flush()
 		return err
@@ -764,6 +804,11 @@ func (sc *serverConn) fallback(req *request) error {
 	r.Close = req.close
 	rw := &bufferedResponse{h: make(http.Header)}
 	sc.s.fallback.ServeHTTP(rw, r)
+	if watch.stop() {
+		// The watch read the first byte of a next request off the
+		// connection: rather than lose step, answer and close.
+		req.close = true
+	}
 	if rw.status == 0 {
 		rw.status = http.StatusOK
 	}
@@ -788,6 +833,76 @@ func (sc *serverConn) fallback(req *request) error {
 	}
 	return nil
 }
+
+// peerWatch reads from a connection while its request is handled, as
+// net/http's background read does, to learn that the client has gone: a
+// read that ends in EOF or an error cancels the request's context. Only
+// fallback requests are watched (a goroutine and three deadline changes
+// each); /verify answers within the Redis timeout and is never worth it.
+type peerWatch struct {
+	c       net.Conn
+	done    chan struct{}
+	mu      sync.Mutex
+	stopped bool
+	got     bool // the read returned a byte (set before done closes)
+}
+
+// watchPeer starts watching c, calling cancel when the peer closes or the
+// connection fails. Nothing may read c until stop returns.
+func watchPeer(c net.Conn, cancel context.CancelFunc) *peerWatch {
+	w := &peerWatch{c: c, done: make(chan struct{})}
+	// The handler may run longer than any deadline armed for the read.
+	c.SetReadDeadline(time.Time{})
+	go func() {
+		defer close(w.done)
+		var b [1]byte
+		for {
+			n, err := c.Read(b[:])
+			if n > 0 {
+				w.got = true
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				w.mu.Lock()
+				stopped := w.stopped
+				if !stopped {
+					// A drain's wake-up that raced with the request's
+					// start, not the client leaving: keep watching.
+					c.SetReadDeadline(time.Time{})
+				}
+				w.mu.Unlock()
+				if !stopped {
+					continue
+				}
+			}
+			cancel()
+			return
+		}
+	}()
+	return w
+}
+
+// stop ends the watch and reports whether it read a byte of a next
+// request, which then is lost to the connection's reader. It may be
+// called more than once, and on a nil watch (none started).
+func (w *peerWatch) stop() bool {
+	if w == nil {
+		return false
+	}
+	w.mu.Lock()
+	if !w.stopped {
+		w.stopped = true
+		w.c.SetReadDeadline(aLongTimeAgo)
+	}
+	w.mu.Unlock()
+	<-w.done
+	return w.got
+}
+
+// aLongTimeAgo is a read deadline in the past: a blocked read returns at
+// once.
+var aLongTimeAgo = time.Unix(1, 0)
 
 // bufferedResponse collects a fallback handler's answer.
 type bufferedResponse struct {

@@ -352,6 +352,11 @@ func TestServerHalfSentRequestTimesOut(t *testing.T) {
 		{"part of a request line", "", "GET /veri"},
 		{"header without its end", "", "GET /verify HTTP/1.1\r\nHost: a\r\n"},
 		{"after an answered request", "GET /verify HTTP/1.1\r\nHost: a\r\n\r\n", "GET /verify HTTP/1.1\r\nCookie: a"},
+		// A header sent whole, its body never: the body is part of the
+		// request, read under the same deadline.
+		{"body never sent", "", "GET /verify HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n"},
+		{"body never sent after an answered request", "GET /verify HTTP/1.1\r\nHost: a\r\n\r\n", "GET /verify HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n"},
+		{"fallback body cut short after an answered request", "GET /verify HTTP/1.1\r\nHost: a\r\n\r\n", "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nx="},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := net.Dial("tcp", addr)
@@ -378,8 +383,8 @@ func TestServerHalfSentRequestTimesOut(t *testing.T) {
 			}
 		})
 	}
-	if got := timeouts() - before; got != 4 {
-		t.Errorf("authz_bounds_hit_total{bound=read_header_timeout} rose by %v, want 4", got)
+	if got := timeouts() - before; got != 7 {
+		t.Errorf("authz_bounds_hit_total{bound=read_header_timeout} rose by %v, want 7", got)
 	}
 
 	// A kept-alive connection idle between requests is no half-sent
@@ -474,6 +479,28 @@ func TestServerMaxConns(t *testing.T) {
 	testenv.WaitFor(t, 5*time.Second, "the connections closed to make room to end", func() bool {
 		return f.m.conns.Load() == 2
 	})
+	// Nor do requests whose header came whole and whose body never does,
+	// on connections that were answered before: a request still arriving
+	// makes room like one waiting for its header.
+	for range 20 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := askVerify(c); err != nil {
+			t.Fatalf("a request before its body-less one at the cap: %v", err)
+		}
+		io.WriteString(c, "POST /verify HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n")
+	}
+	late2, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late2.Close()
+	if err := askVerify(late2); err != nil {
+		t.Fatalf("a client after twenty requests without their bodies at the cap: %v", err)
+	}
 }
 
 // askVerify sends one anonymous /verify on c and checks it is answered 401.
@@ -564,4 +591,95 @@ func TestStdlibConnStateMakesRoom(t *testing.T) {
 	go hs.Serve(ln)
 	t.Cleanup(func() { hs.Close() })
 	makesRoomAtTheCap(t, f, ln.Addr().String())
+}
+
+// TestServerFallbackEndsWhenClientLeaves: a fallback request's context
+// ends when its client closes the connection, as net/http's does, so a
+// user-wide logout walk stops when nobody waits for it; a client that
+// sends more meanwhile (a pipelined request) is still there, and is
+// answered, on a connection closed after the answer.
+func TestServerFallbackEndsWhenClientLeaves(t *testing.T) {
+	f := newFixture(t, nil)
+	entered := make(chan struct{}, 1)
+	ended := make(chan error, 1)
+	release := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		select {
+		case <-r.Context().Done():
+			ended <- r.Context().Err()
+		case <-release:
+			ended <- nil
+		case <-time.After(10 * time.Second):
+			ended <- errors.New("still running 10s after the client left")
+		}
+		w.Write([]byte("done"))
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(Config{IdleTimeout: time.Hour, ReadHeaderTimeout: 200 * time.Millisecond}, f.v, h, f.m, nil)
+	go s.Serve(ln)
+	defer s.Shutdown(context.Background())
+	addr := ln.Addr().String()
+	const post = "POST /logout?everywhere=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nx="
+
+	t.Run("client leaves", func(t *testing.T) {
+		c := send(t, addr, post)
+		<-entered
+		c.Close()
+		if err := <-ended; !errors.Is(err, context.Canceled) {
+			t.Fatalf("handler's context after the client left: %v, want canceled", err)
+		}
+	})
+	t.Run("client stays past the header timeout", func(t *testing.T) {
+		c := send(t, addr, post)
+		br := bufio.NewReader(c)
+		<-entered
+		// Longer than ReadHeaderTimeout: the watch must not take the
+		// deadline armed for the request for the client leaving.
+		c.SetReadDeadline(time.Now().Add(600 * time.Millisecond))
+		if _, err := br.ReadByte(); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("read while the handler runs: %v, want nothing yet", err)
+		}
+		release <- struct{}{}
+		if err := <-ended; err != nil {
+			t.Fatalf("handler's context with the client still there: %v", err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 200 || resp.Close {
+			t.Fatalf("answer: %v, %v; want a kept-alive 200", resp, err)
+		}
+		resp.Body.Close()
+		// The connection goes on in step.
+		if err := askVerify(c); err != nil {
+			t.Fatalf("next request on the connection: %v", err)
+		}
+	})
+	t.Run("client pipelines meanwhile", func(t *testing.T) {
+		c := send(t, addr, post)
+		br := bufio.NewReader(c)
+		<-entered
+		io.WriteString(c, "GET /verify HTTP/1.1\r\nHost: a\r\n\r\n")
+		// The watch reads a byte of it: the handler must go on.
+		select {
+		case err := <-ended:
+			t.Fatalf("handler ended (%v) while its client was still there", err)
+		case <-time.After(300 * time.Millisecond):
+		}
+		release <- struct{}{}
+		if err := <-ended; err != nil {
+			t.Fatalf("handler's context with the client still there: %v", err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 200 || !resp.Close {
+			t.Fatalf("answer: %v, %v; want a 200 with Connection: close", resp, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		if closed, _ := closedWithin(c, 5*time.Second); !closed {
+			t.Fatal("connection left open after a watch read part of the next request")
+		}
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,6 +79,9 @@ type Subscriber struct {
 	// address ever learned as the master's.
 	master  string
 	masters map[string]bool
+	// liveNow is true from Subscribed(true) until the first report of
+	// the loss (connLost or Run), so the Handler hears of it once.
+	liveNow atomic.Bool
 }
 
 type subMetrics struct {
@@ -95,7 +99,10 @@ type subMetrics struct {
 
 // NewSubscriber returns a Subscriber reading through rdb. For tracking
 // invalidations rdb must speak RESP2 and carry a Tracking hook (see
-// Tracking); without them it still delivers logout events.
+// Tracking); without them it still delivers logout events. It adds a dial
+// hook to rdb (on a cluster client, to each node's client) that watches
+// the subscription's own connections, so that their loss turns the cache
+// off before go-redis has reconnected (connwatch.go).
 func NewSubscriber(rdb redis.UniversalClient, h Handler, cfg SubscriberConfig, reg prometheus.Registerer) (*Subscriber, error) {
 	if cfg.Channel == "" {
 		cfg.Channel = DefaultChannel
@@ -162,7 +169,9 @@ func NewSubscriber(rdb redis.UniversalClient, h Handler, cfg SubscriberConfig, r
 			}
 		}
 	}
-	return &Subscriber{rdb: rdb, h: h, cfg: cfg, m: m}, nil
+	s := &Subscriber{rdb: rdb, h: h, cfg: cfg, m: m}
+	s.watchDials(rdb)
+	return s, nil
 }
 
 // Run subscribes and delivers until ctx ends, reconnecting with backoff
@@ -181,7 +190,9 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		if live {
 			s.m.drops.Inc()
 			s.m.live.Set(0)
-			s.h.Subscribed(false)
+			if s.liveNow.Swap(false) {
+				s.h.Subscribed(false)
+			}
 			backoff = 10 * time.Millisecond
 		}
 		if ctx.Err() != nil {
@@ -202,6 +213,8 @@ func (s *Subscriber) Run(ctx context.Context) error {
 // subscribe runs one subscription until it fails; live reports whether it
 // got as far as Subscribed(true).
 func (s *Subscriber) subscribe(ctx context.Context) (live bool, err error) {
+	// Marks the PubSub's dials for the connection watch (connwatch.go).
+	ctx = context.WithValue(ctx, subCtxKey{}, s)
 	ps := s.rdb.Subscribe(ctx)
 	defer ps.Close()
 	s.mu.Lock()
@@ -257,6 +270,7 @@ func (s *Subscriber) subscribe(ctx context.Context) (live bool, err error) {
 					s.m.connects.Inc()
 					s.m.live.Set(1)
 					s.h.Subscribed(true)
+					s.liveNow.Store(true)
 					s.cfg.Logger.Info("logout subscription live", "channels", strings.Join(channels, ","))
 				}
 			}

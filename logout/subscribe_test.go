@@ -243,3 +243,23 @@ func counterSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Fatalf("no metric %s", name)
 	return 0
 }
+
+// TestSubscriberReportsLossBeforeReconnecting: go-redis reconnects a
+// subscription before it reports the loss; the Subscriber must not wait
+// for that. With Redis paused right after the kill, the reconnection hangs
+// for the pause, and the loss must be reported long before it ends.
+func TestSubscriberReportsLossBeforeReconnecting(t *testing.T) {
+	f := startSubscriber(t, true)
+	var downs int
+	f.rec.with(func(r *recorder) bool { downs = r.downs; return true })()
+	ctx := context.Background()
+	pipe := f.rdb.Pipeline()
+	pipe.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub")
+	pipe.Do(ctx, "CLIENT", "PAUSE", 2000, "ALL")
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 500*time.Millisecond, "the loss to be reported while Redis is paused", f.rec.with(func(r *recorder) bool {
+		return r.downs > downs && !r.live
+	}))
+}

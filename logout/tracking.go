@@ -51,6 +51,8 @@ type Tracking struct {
 	log      *slog.Logger
 	enabled  atomic.Bool
 	warned   atomic.Bool
+	// warnedLegacy: the Redis < 7 fence was logged.
+	warnedLegacy atomic.Bool
 
 	// reads selects reads mode; the fields below serve it only.
 	reads bool
@@ -69,6 +71,7 @@ type redirect struct {
 	id      int64  // its CLIENT ID
 	tracked bool   // false when Redis refused CLIENT TRACKING
 	token   string // with a fence, what it wrote there
+	legacy  bool   // with a fence, Redis < 7: legacyFenceScript
 }
 
 // NewTracking returns a Tracking in BCAST mode for keys under prefixes. reg
@@ -84,9 +87,10 @@ func NewTracking(prefixes []string, log *slog.Logger, reg prometheus.Registerer)
 // master (Sentinel): each invalidation connection writes a fresh random
 // token to fenceKey on its own server as it opens, and every pipeline also
 // reads fenceKey and fails with ErrNotTracked unless it holds the token of
-// the live invalidation connection. A read therefore only succeeds on the
-// server the subscription is on, and fails while there is no subscription.
-// Each process should use a key of its own.
+// the live invalidation connection, or when the server is a replica
+// (Redis 7 and later; see fenceScript). A read therefore only succeeds on
+// the server the subscription is on while it is a master, and fails while
+// there is no subscription. Each process should use a key of its own.
 func NewReadTracking(fenceKey string, log *slog.Logger, reg prometheus.Registerer) (*Tracking, error) {
 	return newTracking(&Tracking{reads: true, fenceKey: fenceKey}, log, reg)
 }
@@ -185,6 +189,20 @@ func (t *Tracking) openRedirect(ctx context.Context, cn *redis.Conn, id int64) e
 			t.pending.Store(nil)
 			return &fenceError{fmt.Errorf("write the read fence: %w", err)}
 		}
+		// Try the fence where it must pass (this is the master): a
+		// Redis that cannot compile its shebang gets the legacy script.
+		err := cn.Eval(ctx, fenceScript, []string{t.fenceKey}, r.token).Err()
+		if noShebang(err) {
+			r.legacy = true
+			if !t.warnedLegacy.Swap(true) {
+				t.log.Warn("Redis before 7: the read fence cannot refuse a replica that has replicated its token; reads are fenced by the token alone", "err", err)
+			}
+			err = cn.Eval(ctx, legacyFenceScript, []string{t.fenceKey}, r.token).Err()
+		}
+		if err != nil {
+			t.pending.Store(nil)
+			return &fenceError{fmt.Errorf("check the read fence: %w", err)}
+		}
 	}
 	t.pending.Store(r)
 	return terr
@@ -263,7 +281,11 @@ func (t *Tracking) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 			// first reply, and drops one that answers READONLY. A
 			// connection to the old master thus leaves the pool, and
 			// the next dial asks a sentinel where the master is now.
-			fence = redis.NewCmd(ctx, "EVAL", fenceScript, 1, t.fenceKey, r.token)
+			script := fenceScript
+			if r.legacy {
+				script = legacyFenceScript
+			}
+			fence = redis.NewCmd(ctx, "EVAL", script, 1, t.fenceKey, r.token)
 			all = append(all, fence)
 		}
 		var arm *redis.StatusCmd
@@ -296,8 +318,28 @@ func (t *Tracking) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // fenceScript fails, with an error go-redis takes for a connection to a
 // replica, unless the fence key holds the live invalidation connection's
 // token.
-const fenceScript = `if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+//
+// The token alone proves "this server has seen it", not "this server is
+// the master": an old master reconfigured as a replica of the new one
+// receives the new token by replication, and a pooled connection to it
+// would pass. So the script starts with a shebang without the no-writes
+// flag: Redis 7 takes it for a script that may write and refuses it on a
+// replica ("READONLY You can't write against a read only replica"),
+// whatever the key holds. allow-oom keeps reads going on a master at
+// maxmemory, as plain reads do. Redis before 7 cannot compile a shebang;
+// there legacyFenceScript is used (see Tracking.openRedirect).
+const fenceScript = "#!lua flags=allow-oom\n" + legacyFenceScript
+
+// legacyFenceScript is fenceScript for Redis before 7: the token check
+// alone, which a replica that has replicated the token passes.
+const legacyFenceScript = `if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
 return redis.error_reply('READONLY authz: not the Redis server the logout subscription is on')`
+
+// noShebang reports Redis refusing to compile fenceScript: a Redis before
+// 7, whose Lua takes the shebang for a syntax error.
+func noShebang(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "Error compiling script")
+}
 
 // redirectGone reports Redis refusing a redirect to a connection that has
 // closed. The read still stands: the Subscriber is about to hear its

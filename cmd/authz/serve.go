@@ -240,7 +240,7 @@ func newServe() *cobra.Command {
 	fs.IntVar(&c.MaxIdentityHeaderBytes, "max-identity-header-bytes", 2048, "longest identity header value sent to Nginx (at most 8192): a longer identity is an invalid session, a longer --header is left out")
 	fs.IntVar(&c.MaxAnswerHeaderBytes, "max-answer-header-bytes", 4096, "largest head of a /verify answer, to fit the proxy's buffer for upstream headers (Nginx's proxy_buffer_size): past it --header values are left out and a 401 points to the plain --login-url")
 	fs.IntVar(&f.maxRequestHeaderBytes, "max-request-header-bytes", 64<<10, "largest request line and header accepted on --listen (431 beyond)")
-	fs.DurationVar(&f.readHeaderTimeout, "read-header-timeout", 5*time.Second, "how long a request on --listen may take from its first byte to the end of its header (and a new connection to send its first request); past it the connection is closed")
+	fs.DurationVar(&f.readHeaderTimeout, "read-header-timeout", 5*time.Second, "how long a request on --listen may take from its first byte to the end of its header and body (and a new connection to send its first request); past it the connection is closed")
 	fs.DurationVar(&f.writeTimeout, "write-timeout", 10*time.Second, "how long writing answers on --listen may block on a client that does not read them; past it the connection is closed")
 	fs.IntVar(&f.maxConns, "max-connections", 10000, "connections open at once on --listen; one more takes the place of the one waiting longest for a request (idle or half-sent), and is closed only when every open one is being answered")
 	fs.IntVar(&c.MaxPendingLoads, "max-pending-loads", 1000, "distinct Redis reads in flight at most; a cache miss beyond answers 503 at once")
@@ -361,6 +361,9 @@ func serve(ctx context.Context, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
+	// No cache until sub.Run (started just before serving) says the
+	// subscription and tracking are live: a read before would go untracked.
+	v.Subscribed(false)
 	if ct != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "authz_tracking_enabled", Help: "1 when Redis server-assisted invalidation is on for the logout subscription.",
@@ -424,17 +427,6 @@ func serve(ctx context.Context, f *serveFlags) error {
 	if f.stdlibHTTP {
 		// /verify is nearly every request: skip the mux's pattern matching.
 		front = newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.ContentLength != 0 {
-				// A body (a logout form) must arrive within
-				// --read-header-timeout, as with the narrow server.
-				// Without it a client trickling a chunked body kept
-				// its connection "being answered" (net/http reads
-				// what a handler left unread after it returns) for as
-				// long as it liked, and --max-connections of those
-				// kept Nginx out. Nginx's subrequests have no body,
-				// so /verify pays nothing for this.
-				http.NewResponseController(w).SetReadDeadline(time.Now().Add(f.readHeaderTimeout))
-			}
 			if r.URL.Path == "/verify" {
 				v.ServeHTTP(w, r)
 				return
@@ -444,6 +436,13 @@ func serve(ctx context.Context, f *serveFlags) error {
 		hs := front.(*http.Server)
 		hs.MaxHeaderBytes = f.maxRequestHeaderBytes
 		hs.ReadHeaderTimeout = f.readHeaderTimeout
+		// The body too (a request whose header came whole and whose body
+		// never does is otherwise held for good): the same bound, from
+		// the request's first byte, as authz's own server. net/http
+		// re-arms the read deadline after every header anyway, so it
+		// costs nothing, and its background read during the handler has
+		// no deadline, so a long /logout is not cut.
+		hs.ReadTimeout = f.readHeaderTimeout
 		hs.WriteTimeout = f.writeTimeout
 		hs.ConnState = frontdoor.ConnState(f.maxConns, fm)
 	}
@@ -459,7 +458,7 @@ func serve(ctx context.Context, f *serveFlags) error {
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", authz.Healthz)
 		mux.Handle("/readyz", d.readyz(v.ReadyHandler()))
-		servers = append(servers, newServer(mux, log))
+		servers = append(servers, newMetricsServer(mux, log))
 		listeners = append(listeners, mln)
 	}
 
@@ -694,10 +693,9 @@ type server interface {
 	SetKeepAlivesEnabled(bool)
 }
 
-// newServer bounds what a slow or idle client can hold. No ReadTimeout or
-// WriteTimeout: requests carry no body and answers are a few headers, and
-// re-arming those deadlines on every request is a measurable part of the
-// verify path's cost.
+// newServer bounds what a slow or idle client can hold: a request's header
+// and an idle connection. The caller sets the rest (--listen's come from
+// flags).
 func newServer(h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
@@ -706,6 +704,18 @@ func newServer(h http.Handler, log *slog.Logger) *http.Server {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+}
+
+// newMetricsServer is the --metrics-listen server: newServer's bounds, and
+// whole requests (none has a body) within 5 s and each answer written
+// within 30 s (a /metrics page is written in milliseconds; a Prometheus
+// scrape times out after 10 s by default), so a client that stops reading
+// or sending holds no connection and goroutine for good.
+func newMetricsServer(h http.Handler, log *slog.Logger) *http.Server {
+	hs := newServer(h, log)
+	hs.ReadTimeout = 5 * time.Second
+	hs.WriteTimeout = 30 * time.Second
+	return hs
 }
 
 // goRedisLog writes go-redis's messages to the log.
