@@ -164,3 +164,26 @@ func TestTrickledBodiesDoNotKeepNginxOut(t *testing.T) {
 		}
 	})
 }
+
+// TestClientForwardedHeaderStopsAtTheProxy: RFC 7239's Forwarded, which
+// neither proxy sets, reached services as the client sent it. Rack 3
+// (Rails) reads its host= and proto= before X-Forwarded-Host, and Spring's
+// ForwardedHeaderFilter honours it too, so a client could give such a
+// service a host other than the one authz checked the request for (with
+// tenants: acme's session served as globex's tenant), or a scheme for the
+// links it builds.
+func TestClientForwardedHeaderStopsAtTheProxy(t *testing.T) {
+	t.Parallel()
+	for name, s := range map[string]*site{"nginx": newSite(t), "caddy": caddySite(t)} {
+		u := s.signIn(bob)
+		for _, uri := range []string{"/orders", "/static/x", "/login"} {
+			got := s.get(uri, u.cookie, "Forwarded", "host=evil.test;proto=https", "forwarded", `for="[::1]";host=evil.test`).echoed(t)
+			if v := headerValues(got.Header, "Forwarded"); len(v) != 0 {
+				t.Errorf("%s: %s reached the service with a client's Forwarded %q", name, uri, v)
+			}
+			if v := headerValues(got.Header, "X-Forwarded-Host"); len(v) != 1 || strings.Contains(v[0], "evil") {
+				t.Errorf("%s: %s: X-Forwarded-Host %q, want the proxy's own", name, uri, v)
+			}
+		}
+	}
+}
