@@ -41,7 +41,7 @@ bench-logout:
 
 # Invalidation fan-out, reads mode against BCAST (and reads mode on a
 # 3-master Cluster): 4/8/16 instances x 0/2k/20k/50k session writes/s x
-# 10k/100k live sessions (docs/scale.md). Not in bench: about 11 minutes of
+# 10k/100k live sessions (docs/scale.md). Not in bench: about 10 minutes of
 # a busy machine.
 bench-fanout:
 	@mkdir -p bin
