@@ -391,3 +391,40 @@ func TestNoCacheWithoutSubscription(t *testing.T) {
 		t.Fatalf("the subscription was expected to fail (NOPERM):\n%s", a.Output())
 	}
 }
+
+// Redis keeps what a connection read with the connection: when a reading
+// connection closes (here CLIENT KILL TYPE normal; Redis's own timeout or
+// go-redis dropping one does the same) its keys are no longer tracked, and
+// an app's plain DEL afterwards is reported to nobody. Each instance finds
+// the connection gone at its next heartbeat and empties its cache, so the
+// deleted session is refused within about the second a plain DEL has
+// anyway, not after the hour of cache.
+func TestReadingConnectionsKilled(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 2, "--cache-ttl", "1h")
+	x := c.site.signIn(bob)
+	c.everywhere(x.cookie, 200, "before the kill")
+	// Each instance checks the connections it saw armed at its previous
+	// heartbeat: wait until both have seen theirs.
+	for i, a := range c.instances {
+		testenv.WaitFor(t, 5*time.Second, "instance "+strconv.Itoa(i)+" to see its reading connections armed", func() bool {
+			return metric(t, a, "authz_tracking_reading_connections") >= 1
+		})
+	}
+	c.everywhere(x.cookie, 200, "cached, before the kill")
+	ctx := context.Background()
+	if err := c.site.rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.site.rdb.Del(ctx, "sess:"+x.sid).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range c.instances {
+		testenv.WaitFor(t, 3*time.Second, "instance "+strconv.Itoa(i)+" to deny a session deleted after its reading connections were killed", func() bool {
+			return c.verify(a, x.cookie) == 401
+		})
+		if got := metric(t, a, "authz_tracking_readers_lost_total"); got < 1 {
+			t.Errorf("instance %d: authz_tracking_readers_lost_total = %v, want >= 1", i, got)
+		}
+	}
+}

@@ -132,6 +132,7 @@ func (ct *ClusterTracking) Run(ctx context.Context) {
 	defer t.Stop()
 	for {
 		ct.refresh(ctx)
+		ct.checkReaders(ctx)
 		select {
 		case <-ctx.Done():
 			ct.mu.Lock()
@@ -144,6 +145,26 @@ func (ct *ClusterTracking) Run(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// checkReaders runs each node's Tracking.CheckReaders over the cluster
+// client's own connection to that node (not the node's invalidation
+// client, whose OnConnect would take it for a new invalidation connection).
+func (ct *ClusterTracking) checkReaders(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, ct.cfg.Heartbeat)
+	defer cancel()
+	_ = ct.rdb.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		ct.mu.Lock()
+		n := ct.nodes[c.Options().Addr]
+		ct.mu.Unlock()
+		if n == nil || n.tr == nil {
+			return nil
+		}
+		if err := n.tr.CheckReaders(ctx, c); err != nil && ctx.Err() == nil {
+			ct.cfg.Logger.Debug("tracking: cannot check the reading connections", "node", c.Options().Addr, "err", err)
+		}
+		return nil
+	})
 }
 
 // refresh reads the slot map and brings the node set in line with it.

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -64,6 +66,15 @@ type Tracking struct {
 	// to target).
 	pending atomic.Pointer[redirect]
 	target  atomic.Pointer[redirect]
+	// h is the Handler Wrap wrapped: CheckReaders empties the cache
+	// through it.
+	h Handler
+	// readers are the reading connections CheckReaders last saw armed
+	// for target, and for which target (its id; 0 for none).
+	readers     map[string]bool
+	readersFor  int64
+	readersLost atomic.Int64
+	readersSeen atomic.Int64 // len(readers), for the gauge
 }
 
 // redirect is one invalidation connection.
@@ -100,6 +111,22 @@ func newTracking(t *Tracking, log *slog.Logger, reg prometheus.Registerer) (*Tra
 		log = slog.New(slog.DiscardHandler)
 	}
 	t.log = log
+	if reg != nil && t.reads {
+		for _, c := range []prometheus.Collector{
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "authz_tracking_reading_connections",
+				Help: "Connections armed for this instance's invalidation connection at the last check (reads mode).",
+			}, func() float64 { return float64(t.readersSeen.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "authz_tracking_readers_lost_total",
+				Help: "Times a connection that read sessions was found closed (Redis forgot what it read) and the cache emptied (reads mode).",
+			}, func() float64 { return float64(t.readersLost.Load()) }),
+		} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if reg != nil {
 		err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "authz_tracking_enabled", Help: "1 when Redis server-assisted invalidation is on for the logout subscription.",
@@ -223,7 +250,95 @@ func (t *Tracking) Wrap(h Handler) Handler {
 	if !t.reads {
 		return h
 	}
+	t.h = h
 	return trackedHandler{h, t}
+}
+
+// WatchReaders runs CheckReaders through c every interval until ctx ends,
+// each check bounded by timeout.
+func (t *Tracking) WatchReaders(ctx context.Context, c redis.UniversalClient, every, timeout time.Duration) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		if err := t.CheckReaders(cctx, c); err != nil && ctx.Err() == nil {
+			t.log.Debug("tracking: cannot check the reading connections", "err", err)
+		}
+		cancel()
+	}
+}
+
+// ReadersLost is how many times CheckReaders found a reading connection
+// gone and emptied the cache.
+func (t *Tracking) ReadersLost() int64 { return t.readersLost.Load() }
+
+// CheckReaders (reads mode) asks the server, through c, which connections
+// are armed for the live invalidation connection (CLIENT LIST: redir=<its
+// id>), and empties the cache when one it saw armed last time is gone.
+//
+// Redis keeps what a connection read with the connection: when it closes
+// (CLIENT KILL, the server's timeout, go-redis dropping it) Redis forgets
+// those keys and reports none of their later writes, so a session an app
+// then deletes would stay cached until --cache-ttl. Run every heartbeat,
+// it bounds that to one heartbeat, the bound a plain DEL has anyway. A
+// connection opened and closed between two checks goes unseen, unless an
+// older one went with it (as with CLIENT KILL TYPE normal or a restart).
+//
+// c must not be the invalidation connection's own client: OnConnect would
+// take c's connection for a new invalidation connection. Call it from one
+// goroutine.
+func (t *Tracking) CheckReaders(ctx context.Context, c redis.UniversalClient) error {
+	if !t.reads || t.h == nil {
+		return nil
+	}
+	r := t.target.Load()
+	if r == nil || !r.tracked {
+		t.readers, t.readersFor = nil, 0
+		t.readersSeen.Store(0)
+		return nil
+	}
+	list, err := c.Do(ctx, "CLIENT", "LIST", "TYPE", "normal").Text()
+	if err != nil {
+		return fmt.Errorf("list the connections armed for tracking: %w", err)
+	}
+	redir := "redir=" + strconv.FormatInt(r.id, 10)
+	now := map[string]bool{}
+	for _, line := range strings.Split(list, "\n") {
+		var id string
+		armed := false
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, "id="); ok {
+				id = v
+			} else if f == redir {
+				armed = true
+			}
+		}
+		if armed && id != "" {
+			now[id] = true
+		}
+	}
+	lost := false
+	if t.readersFor == r.id && t.target.Load() == r {
+		for id := range t.readers {
+			if !now[id] {
+				lost = true
+				break
+			}
+		}
+	}
+	t.readers, t.readersFor = now, r.id
+	t.readersSeen.Store(int64(len(now)))
+	if lost {
+		t.readersLost.Add(1)
+		t.log.Warn("a connection that read sessions has closed: Redis forgot what it read, so the cache is emptied")
+		t.h.KeysChanged(nil)
+	}
+	return nil
 }
 
 type trackedHandler struct {

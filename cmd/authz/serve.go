@@ -474,9 +474,14 @@ func serve(ctx context.Context, f *serveFlags) error {
 		// On a cluster the nodes' invalidation connections end with the
 		// logout subscription, and shutdown waits for both.
 		ctDone := make(chan struct{})
-		if ct != nil {
+		switch {
+		case ct != nil:
 			go func() { ct.Run(subCtx); close(ctDone) }()
-		} else {
+		case tr != nil && tr.Reads():
+			// A reading connection that closes takes what it read
+			// out of Redis's tracking: this empties the cache then.
+			go func() { tr.WatchReaders(subCtx, rdb, f.heartbeat, f.heartbeat); close(ctDone) }()
+		default:
 			close(ctDone)
 		}
 		sub.Run(subCtx)
