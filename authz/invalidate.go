@@ -37,6 +37,7 @@ func (v *Verifier) Logout(e logout.Event) {
 	switch e.Kind {
 	case logout.KindSession:
 		v.Invalidate(e.Session)
+		v.watchRevived(e.Tenant, e.Session)
 	case logout.KindUser:
 		v.InvalidateUser(e.Tenant, e.User)
 	case logout.KindToken:
@@ -53,8 +54,9 @@ func (v *Verifier) KeysChanged(keys []string) {
 	}
 	ts := v.tenants.Load()
 	for _, k := range keys {
-		if _, sid, ok := ts.tenantOfKey(k); ok {
+		if t, sid, ok := ts.tenantOfKey(k); ok {
 			v.Invalidate(sid)
+			v.keyWritten(t, k, sid)
 		} else if _, hash, ok := keyOwner(ts.byTokenPrefix, k); ok && IsTokenHash(hash) {
 			v.InvalidateToken(hash)
 		} else if t, user, ok := ts.revisionOwner(k); ok {

@@ -22,6 +22,9 @@ import (
 type Verifier struct {
 	cfg Config
 	rdb redis.UniversalClient
+	// revived watches sessions after their logout for late saves
+	// (revived.go).
+	revived revivedWatch
 	// tenants routes a request's host to how its sessions are read; one
 	// tenant serving every host without a tenant file.
 	tenants   atomic.Pointer[tenantSet]

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -57,5 +58,48 @@ func TestLateSaveAfterLogoutEndsForEveryone(t *testing.T) {
 	}
 	if m := metric(t, s.authz, "authz_sessions_ended_again_total"); m < 1 {
 		t.Errorf("authz_sessions_ended_again_total = %v; want at least 1", m)
+	}
+}
+
+// TestLateSaveEndedWithoutAnyVerify: the late save again, but nobody asks
+// authz about the session afterwards, only apps that read it themselves
+// (an attacker looping on the login app's own routes). authz, having heard
+// the logout, reads the session once and again whenever Redis reports its
+// key written, so it still ends the revived session for node-reader.
+func TestLateSaveEndedWithoutAnyVerify(t *testing.T) {
+	t.Parallel()
+	s := newNodeSite(t, testenv.SessionSecret)
+	ctx := context.Background()
+	cookie := s.signIn("alice")
+	sid := sidOf(t, cookie)
+	if st, _ := s.readerUser(cookie); st != 200 {
+		t.Fatalf("before logout: node-reader %d, want 200", st)
+	}
+	stored, err := s.rdb.Get(ctx, "sess:"+sid).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := send(t, "POST", s.nginx.URL("/logout"), cookie, nil); r.status != http.StatusSeeOther {
+		t.Fatalf("POST /logout: %d, want 303", r.status)
+	}
+	testenv.WaitFor(t, 2*time.Second, "the logout's DEL", func() bool {
+		return s.rdb.Exists(ctx, "sess:"+sid).Val() == 0
+	})
+	ended := metric(t, s.authz, "authz_sessions_ended_again_total")
+	// Two late saves, the second after authz has read the key back once:
+	// each is ended again with no request to authz in between.
+	for i := range 2 {
+		if err := s.rdb.Set(ctx, "sess:"+sid, stored, time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+		testenv.WaitFor(t, 3*time.Second, "authz to end late save "+strconv.Itoa(i+1)+" with nobody asking it", func() bool {
+			return s.rdb.Exists(ctx, "sess:"+sid).Val() == 0
+		})
+	}
+	if st, _ := s.readerUser(cookie); st != http.StatusUnauthorized {
+		t.Errorf("node-reader with the revived session: %d, want 401", st)
+	}
+	if m := metric(t, s.authz, "authz_sessions_ended_again_total"); m < ended+2 {
+		t.Errorf("authz_sessions_ended_again_total went from %v to %v; want two more", ended, m)
 	}
 }
