@@ -62,21 +62,8 @@ func serveOn(t *testing.T, f *fixture, ln net.Listener, opts ...func(*Config)) s
 	return ln.Addr().String()
 }
 
-// send writes raw to a fresh connection to addr, which has 5 s for the
-// whole exchange and is closed when the test ends.
-func send(t *testing.T, addr, raw string) net.Conn {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c, raw); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
+// send writes raw to a fresh connection to addr (testenv.Send).
+func send(t *testing.T, addr, raw string) net.Conn { return testenv.Send(t, addr, raw) }
 
 // exchange writes raw to a fresh connection and reads every response
 // until the server closes it or n responses came.

@@ -364,20 +364,29 @@ func (r *Redis) stat(section, prefix string) (int64, bool) {
 	return 0, false
 }
 
-// RawHead sends req, bytes as they are, to a fresh connection to addr and
-// returns the head of the answer as it came over the wire: the status line
-// through the blank line. The exchange has 5 s.
-func RawHead(t testing.TB, addr, req string) []byte {
+// Send writes req, bytes as they are, to a fresh connection to addr and
+// returns the connection, which has 5 s for the whole exchange and is
+// closed when the test ends.
+func Send(t testing.TB, addr, req string) net.Conn {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.WriteString(c, req); err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+// RawHead sends req with Send and returns the head of the answer as it
+// came over the wire: the status line through the blank line.
+func RawHead(t testing.TB, addr, req string) []byte {
+	t.Helper()
+	c := Send(t, addr, req)
+	defer c.Close()
 	br := bufio.NewReaderSize(c, 64<<10)
 	var head []byte
 	for !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
