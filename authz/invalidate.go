@@ -50,13 +50,14 @@ func (v *Verifier) Logout(e logout.Event) {
 func (v *Verifier) KeysChanged(keys []string) {
 	if keys == nil {
 		v.InvalidateAll()
+		v.rearmRevived()
 		return
 	}
 	ts := v.tenants.Load()
 	for _, k := range keys {
-		if t, sid, ok := ts.tenantOfKey(k); ok {
+		if _, sid, ok := ts.tenantOfKey(k); ok {
 			v.Invalidate(sid)
-			v.keyWritten(t, k, sid)
+			v.keyWritten(k)
 		} else if _, hash, ok := keyOwner(ts.byTokenPrefix, k); ok && IsTokenHash(hash) {
 			v.InvalidateToken(hash)
 		} else if t, user, ok := ts.revisionOwner(k); ok {
@@ -77,4 +78,5 @@ func (v *Verifier) Subscribed(live bool) {
 	}
 	v.InvalidateAll()
 	v.bypass.Store(false)
+	v.rearmRevived()
 }

@@ -3,7 +3,6 @@ package authz
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -19,19 +18,26 @@ import (
 // round trip, and the read arms tracking for the next one.
 const (
 	revivedWatchFor = time.Minute
-	// maxRevivedWatched bounds the keys watched: beyond it a logout is
-	// not watched (a read through authz still ends a revival).
+	// maxRevivedWatched bounds the keys watched: beyond it the watch
+	// nearest its end makes room.
 	maxRevivedWatched = 10000
-	// maxRevivedReads bounds the reads in flight; one over it is skipped,
-	// and the next write of the key asks again.
-	maxRevivedReads = 8
+	// revivedReaders is how many reads of watched keys run at once; more
+	// wait their turn, each key read once however often it was asked for.
+	revivedReaders = 8
 )
 
 // revivedWatch is the set of session keys watched after their logout.
 type revivedWatch struct {
-	mu    sync.Mutex
-	until map[string]int64 // session key → end of its watch, unix ns
-	reads atomic.Int32
+	mu      sync.Mutex
+	until   map[string]revivedKey // session key → its watch
+	pending map[string]revivedKey // keys to read, each once
+	readers int
+}
+
+type revivedKey struct {
+	t   *tenant
+	sid string
+	end int64 // end of the watch, unix ns
 }
 
 // watchRevived starts watching sid's key in the named tenant (every
@@ -53,60 +59,107 @@ func (v *Verifier) watchRevived(tenantName, sid string) {
 		}
 	}
 	now := v.cfg.Now().UnixNano()
+	w := &v.revived
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	for _, t := range list {
 		if f := t.format.format(); f != FormatExpressSession && f != FormatFastifySession {
 			continue
 		}
 		key := t.store.prefix + sid
-		w := &v.revived
-		w.mu.Lock()
 		if w.until == nil {
-			w.until = map[string]int64{}
+			w.until = map[string]revivedKey{}
 		}
-		if len(w.until) >= maxRevivedWatched {
-			for k, end := range w.until {
-				if end <= now {
-					delete(w.until, k)
-				}
-			}
+		if _, ok := w.until[key]; !ok && len(w.until) >= maxRevivedWatched {
+			w.makeRoomLocked(now)
 		}
-		watched := len(w.until) < maxRevivedWatched
-		if watched {
-			w.until[key] = now + int64(revivedWatchFor)
+		rk := revivedKey{t: t, sid: sid, end: now + int64(revivedWatchFor)}
+		w.until[key] = rk
+		v.readRevivedLocked(key, rk)
+	}
+}
+
+// makeRoomLocked drops the ended watches, or else the one nearest its end.
+func (w *revivedWatch) makeRoomLocked(now int64) {
+	nearest, end := "", int64(0)
+	for k, rk := range w.until {
+		if rk.end <= now {
+			delete(w.until, k)
+		} else if nearest == "" || rk.end < end {
+			nearest, end = k, rk.end
 		}
-		w.mu.Unlock()
-		if watched {
-			v.readRevived(t, sid)
-		}
+	}
+	if len(w.until) >= maxRevivedWatched {
+		delete(w.until, nearest)
 	}
 }
 
 // keyWritten reads a watched session key again: Redis reported it written.
-func (v *Verifier) keyWritten(t *tenant, key, sid string) {
+func (v *Verifier) keyWritten(key string) {
 	w := &v.revived
 	w.mu.Lock()
-	end, ok := w.until[key]
-	if ok && end <= v.cfg.Now().UnixNano() {
-		delete(w.until, key)
-		ok = false
+	defer w.mu.Unlock()
+	rk, ok := w.until[key]
+	if !ok {
+		return
 	}
-	w.mu.Unlock()
-	if ok {
-		v.readRevived(t, sid)
+	if rk.end <= v.cfg.Now().UnixNano() {
+		delete(w.until, key)
+		return
+	}
+	v.readRevivedLocked(key, rk)
+}
+
+// rearmRevived reads every watched key again: tracking was lost or
+// replaced (a new invalidation connection, a reading connection gone,
+// FLUSHALL), and Redis reports a key's writes only after a read on the
+// tracking it has now.
+func (v *Verifier) rearmRevived() {
+	w := &v.revived
+	now := v.cfg.Now().UnixNano()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k, rk := range w.until {
+		if rk.end <= now {
+			delete(w.until, k)
+			continue
+		}
+		v.readRevivedLocked(k, rk)
 	}
 }
 
-// readRevived reads sid as a cache miss would, not caching it: store.load
-// ends a session found beside its marker, and with reads-mode tracking
-// the read arms tracking for the key's next write.
-func (v *Verifier) readRevived(t *tenant, sid string) {
+// readRevivedLocked queues key for a read as a cache miss would do it, not
+// caching it: store.load ends a session found beside its marker, and with
+// reads-mode tracking the read arms tracking for the key's next write.
+func (v *Verifier) readRevivedLocked(key string, rk revivedKey) {
 	w := &v.revived
-	if w.reads.Add(1) > maxRevivedReads {
-		w.reads.Add(-1)
-		return
+	if w.pending == nil {
+		w.pending = map[string]revivedKey{}
 	}
-	go func() {
-		defer w.reads.Add(-1)
-		_, _, _ = t.store.load(context.Background(), sid) // load bounds itself by the store's timeout
-	}()
+	w.pending[key] = rk
+	if w.readers < revivedReaders {
+		w.readers++
+		go v.revivedReader()
+	}
+}
+
+func (v *Verifier) revivedReader() {
+	w := &v.revived
+	for {
+		w.mu.Lock()
+		var rk revivedKey
+		found := false
+		for k, p := range w.pending {
+			delete(w.pending, k)
+			rk, found = p, true
+			break
+		}
+		if !found {
+			w.readers--
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Unlock()
+		_, _, _ = rk.t.store.load(context.Background(), rk.sid) // bounded by the store's timeout
+	}
 }

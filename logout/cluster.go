@@ -161,7 +161,7 @@ func (ct *ClusterTracking) checkReaders(ctx context.Context) {
 			return nil
 		}
 		if err := n.tr.CheckReaders(ctx, c); err != nil && ctx.Err() == nil {
-			ct.cfg.Logger.Debug("tracking: cannot check the reading connections", "node", c.Options().Addr, "err", err)
+			n.tr.checkFailed(err)
 		}
 		return nil
 	})

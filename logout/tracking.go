@@ -71,8 +71,10 @@ type Tracking struct {
 	h Handler
 	// readers are the reading connections CheckReaders last saw armed
 	// for target, and for which target (its id; 0 for none).
-	readers     map[string]bool
-	readersFor  int64
+	readers    map[string]bool
+	readersFor *redirect
+	// checkWarned: a failed CheckReaders was logged at warning level.
+	checkWarned atomic.Bool
 	readersLost atomic.Int64
 	readersSeen atomic.Int64 // len(readers), for the gauge
 }
@@ -267,10 +269,21 @@ func (t *Tracking) WatchReaders(ctx context.Context, c redis.UniversalClient, ev
 		}
 		cctx, cancel := context.WithTimeout(ctx, timeout)
 		if err := t.CheckReaders(cctx, c); err != nil && ctx.Err() == nil {
-			t.log.Debug("tracking: cannot check the reading connections", "err", err)
+			t.checkFailed(err)
 		}
 		cancel()
 	}
+}
+
+// checkFailed logs a failed CheckReaders: at warning level the first time
+// (an ACL without CLIENT LIST, say: a reading connection's loss is then
+// bounded by the cache TTL only), at debug level after that.
+func (t *Tracking) checkFailed(err error) {
+	if t.checkWarned.CompareAndSwap(false, true) {
+		t.log.Warn("tracking: cannot check the connections that read sessions (needs CLIENT LIST): a session deleted right after one of them closes may stay cached until --cache-ttl", "err", err)
+		return
+	}
+	t.log.Debug("tracking: cannot check the reading connections", "err", err)
 }
 
 // ReadersLost is how many times CheckReaders found a reading connection
@@ -298,7 +311,7 @@ func (t *Tracking) CheckReaders(ctx context.Context, c redis.UniversalClient) er
 	}
 	r := t.target.Load()
 	if r == nil || !r.tracked {
-		t.readers, t.readersFor = nil, 0
+		t.readers, t.readersFor = nil, nil
 		t.readersSeen.Store(0)
 		return nil
 	}
@@ -323,7 +336,7 @@ func (t *Tracking) CheckReaders(ctx context.Context, c redis.UniversalClient) er
 		}
 	}
 	lost := false
-	if t.readersFor == r.id && t.target.Load() == r {
+	if t.readersFor == r && t.target.Load() == r {
 		for id := range t.readers {
 			if !now[id] {
 				lost = true
@@ -331,7 +344,7 @@ func (t *Tracking) CheckReaders(ctx context.Context, c redis.UniversalClient) er
 			}
 		}
 	}
-	t.readers, t.readersFor = now, r.id
+	t.readers, t.readersFor = now, r
 	t.readersSeen.Store(int64(len(now)))
 	if lost {
 		t.readersLost.Add(1)

@@ -480,7 +480,10 @@ func serve(ctx context.Context, f *serveFlags) error {
 		case tr != nil && tr.Reads():
 			// A reading connection that closes takes what it read
 			// out of Redis's tracking: this empties the cache then.
-			go func() { tr.WatchReaders(subCtx, rdb, f.heartbeat, f.heartbeat); close(ctDone) }()
+			// A check that times out costs go-redis the (armed)
+			// connection it ran on, which the next check would take
+			// for a loss: give it several heartbeats.
+			go func() { tr.WatchReaders(subCtx, rdb, f.heartbeat, 5*f.heartbeat); close(ctDone) }()
 		default:
 			close(ctDone)
 		}
