@@ -131,8 +131,7 @@ func (ct *ClusterTracking) Run(ctx context.Context) {
 	t := time.NewTicker(ct.cfg.Heartbeat)
 	defer t.Stop()
 	for {
-		ct.refresh(ctx)
-		ct.checkReaders(ctx)
+		ct.checkReaders(ctx, ct.refresh(ctx))
 		select {
 		case <-ctx.Done():
 			ct.mu.Lock()
@@ -148,37 +147,47 @@ func (ct *ClusterTracking) Run(ctx context.Context) {
 }
 
 // checkReaders runs each node's Tracking.CheckReaders over the cluster
-// client's own connection to that node (not the node's invalidation
-// client, whose OnConnect would take it for a new invalidation connection).
-func (ct *ClusterTracking) checkReaders(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, ct.cfg.Heartbeat)
-	defer cancel()
-	_ = ct.rdb.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-		ct.mu.Lock()
-		n := ct.nodes[c.Options().Addr]
-		ct.mu.Unlock()
+// client's own connection to that master (not the node's invalidation
+// client, whose OnConnect would take it for a new invalidation
+// connection). Each check has five heartbeats, as on one Redis: one that
+// times out costs go-redis the armed connection it ran on, which the next
+// check would take for a loss.
+func (ct *ClusterTracking) checkReaders(ctx context.Context, masters map[string]*redis.Client) {
+	var wg sync.WaitGroup
+	for addr, c := range masters {
+		ct.mu.RLock()
+		n := ct.nodes[addr]
+		ct.mu.RUnlock()
 		if n == nil || n.tr == nil {
-			return nil
+			continue
 		}
-		if err := n.tr.CheckReaders(ctx, c); err != nil && ctx.Err() == nil {
-			n.tr.checkFailed(err)
-		}
-		return nil
-	})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, 5*ct.cfg.Heartbeat)
+			defer cancel()
+			if err := n.tr.CheckReaders(cctx, c); err != nil && ctx.Err() == nil {
+				n.tr.checkFailed(err)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
-// refresh reads the slot map and brings the node set in line with it.
-func (ct *ClusterTracking) refresh(ctx context.Context) {
+// refresh reads the slot map and brings the node set in line with it. It
+// returns go-redis's client of each master (nil when the map could not be
+// read), for checkReaders.
+func (ct *ClusterTracking) refresh(ctx context.Context) map[string]*redis.Client {
 	// ForEachMaster reloads go-redis's own slot map and names each master
 	// by the address go-redis reaches it at (which may differ from what
 	// CLUSTER SLOTS says: go-redis replaces a loopback host with the
 	// seed's), so the hooks' addresses match these.
 	var mu sync.Mutex
-	masters := map[string]bool{}
+	masters := map[string]*redis.Client{}
 	rctx, cancel := context.WithTimeout(ctx, ct.cfg.Timeout)
 	err := ct.rdb.ForEachMaster(rctx, func(_ context.Context, c *redis.Client) error {
 		mu.Lock()
-		masters[c.Options().Addr] = true
+		masters[c.Options().Addr] = c
 		mu.Unlock()
 		return nil
 	})
@@ -187,7 +196,7 @@ func (ct *ClusterTracking) refresh(ctx context.Context) {
 		if ctx.Err() == nil {
 			ct.cfg.Logger.Debug("read the cluster slot map", "err", err)
 		}
-		return
+		return nil
 	}
 	ct.mu.Lock()
 	defer ct.mu.Unlock()
@@ -198,7 +207,7 @@ func (ct *ClusterTracking) refresh(ctx context.Context) {
 		// A node no master any more and not reachable (failed over,
 		// removed) no longer holds the cache back; one still live
 		// stays, harmless, in case it is promoted again.
-		if !masters[addr] && !n.live {
+		if masters[addr] == nil && !n.live {
 			n.stop()
 			delete(ct.nodes, addr)
 			ct.cfg.Logger.Info("invalidation connection ended: the node is no longer a master", "node", addr)
@@ -206,6 +215,7 @@ func (ct *ClusterTracking) refresh(ctx context.Context) {
 	}
 	ct.mapped = true
 	ct.updateLocked()
+	return masters
 }
 
 // tracker returns addr's Tracking, starting its invalidation connection if

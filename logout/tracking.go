@@ -69,8 +69,9 @@ type Tracking struct {
 	// h is the Handler Wrap wrapped: CheckReaders empties the cache
 	// through it.
 	h Handler
-	// readers are the reading connections CheckReaders last saw armed
-	// for target, and for which target (its id; 0 for none).
+	// readers are the reading connections CheckReaders last saw armed,
+	// and readersFor the invalidation connection they were armed for
+	// (nil: none).
 	readers    map[string]bool
 	readersFor *redirect
 	// checkWarned: a failed CheckReaders was logged at warning level.
